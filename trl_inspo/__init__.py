@@ -1,0 +1,26 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""InSPO (Intrinsic Self-reflective Preference Optimization) for Hugging Face TRL.
+
+Swap `trl.DPOTrainer`/`trl.DPOConfig` for `InSPOTrainer`/`InSPOConfig`; everything else stays the same.
+"""
+
+__version__ = "0.1.0"
+
+from .collator import DataCollatorForInSPO, inspo_segment_lengths
+from .config import InSPOConfig, InSPOConfigError
+from .losses import InSPOLogps, combined_preference_loss, inspo_logps, preference_loss, segment_logps
+from .trainer import InSPOTrainer
+
+
+__all__ = [
+    "DataCollatorForInSPO",
+    "InSPOConfig",
+    "InSPOConfigError",
+    "InSPOLogps",
+    "InSPOTrainer",
+    "combined_preference_loss",
+    "inspo_logps",
+    "inspo_segment_lengths",
+    "preference_loss",
+    "segment_logps",
+]

@@ -1,0 +1,419 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""[`InSPOTrainer`]: `trl.DPOTrainer` with each response scored given its counterpart."""
+
+import contextlib
+import copy
+import textwrap
+import warnings
+
+import torch
+import trl.trainer.dpo_trainer as _dpo_module
+from accelerate.logging import get_logger
+from accelerate.utils import is_peft_model
+from datasets.fingerprint import Hasher
+from transformers import AutoProcessor, PreTrainedTokenizerBase, ProcessorMixin
+from trl import DPOConfig, DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, use_adapter
+
+from .collator import DataCollatorForInSPO
+from .config import InSPOConfig
+from .losses import combined_preference_loss, inspo_logps, segment_logps, wpo_weights
+
+
+logger = get_logger(__name__)
+
+# Batch keys that are not model inputs.
+_NON_MODEL_KEYS = frozenset({"completion_mask", "alternative_mask", "ref_chosen_logps", "ref_rejected_logps"})
+
+INSPO_CITATION = textwrap.dedent("""\
+    @article{li2025inspo,
+        title   = {{InSPO: Unlocking Intrinsic Self-Reflection for LLM Preference Optimization}},
+        author  = {Yu Li and Tian Lan and Zhengling Qi},
+        journal = {arXiv preprint arXiv:2512.23126},
+        year    = {2025}
+    }""")
+
+
+@contextlib.contextmanager
+def _reference_model_load_skipped(policy_is_path: bool):
+    """`DPOTrainer.__init__` (TRL 1.16) loads a reference model whenever none is given and has no switch for
+    reference-free losses: let its policy load through and answer the reference load with `None`."""
+    original = _dpo_module.create_model_from_path
+    calls = 0
+
+    def load(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs) if (policy_is_path and calls == 1) else None
+
+    _dpo_module.create_model_from_path = load
+    try:
+        yield
+    finally:
+        _dpo_module.create_model_from_path = original
+
+
+class InSPOTrainer(DPOTrainer):
+    """
+    Trainer for InSPO (Intrinsic Self-reflective Preference Optimization, [arXiv:2512.23126](
+    https://huggingface.co/papers/2512.23126)), a drop-in replacement for [`trl.DPOTrainer`].
+
+    Each preference pair `(x, y_w, y_l)` becomes two rows, `x + y_l + y_w` and `x + y_w + y_l`. One policy forward over
+    the `2B` rows gives the conditional log-probabilities `log pi(y_w | x, y_l)`, `log pi(y_l | x, y_w)` (target
+    segments), which feed the InSPO loss, and the unconditional ones `log pi(y_w | x)`, `log pi(y_l | x)` (alternative
+    segments, which follow the prompt directly), which feed the optional DPO term and the `*_unconditional` metrics.
+    One reference forward over the same rows gives both the conditional and the prompt-only reference values. At
+    inference the model is used as usual, from the prompt alone.
+
+    Arguments are those of [`trl.DPOTrainer`]; `args` may be an [`InSPOConfig`] or a plain [`trl.DPOConfig`] (upgraded
+    with the InSPO defaults).
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_inspo import InSPOConfig, InSPOTrainer
+
+    >>> dataset = Dataset.from_list([{"prompt": "2+2=", "chosen": "4", "rejected": "5"}] * 8)
+    >>> trainer = InSPOTrainer(
+    ...     model="path/to/causal-lm",
+    ...     args=InSPOConfig(output_dir="inspo-out", report_to="none"),
+    ...     train_dataset=dataset,
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "inspo"]
+    _name = "InSPO"
+    _paper = {
+        "title": "InSPO: Unlocking Intrinsic Self-Reflection for LLM Preference Optimization",
+        "id": "2512.23126",
+        "citation": INSPO_CITATION,
+    }
+
+    def __init__(
+        self,
+        model,
+        ref_model=None,
+        args: InSPOConfig | DPOConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = InSPOConfig(f"{(model_name or 'model').split('/')[-1]}-InSPO")
+        elif not isinstance(args, InSPOConfig):
+            if not isinstance(args, DPOConfig):
+                raise TypeError(f"`args` must be an InSPOConfig or a trl.DPOConfig, got {type(args).__name__}.")
+            args = InSPOConfig.from_dpo_config(args)
+
+        if train_dataset is not None:
+            sample = next(iter(train_dataset))
+            if "image" in sample or "images" in sample:
+                raise ValueError(
+                    "InSPOTrainer does not support vision datasets (the dataset has an 'image'/'images' column): the "
+                    "alternative response cannot be placed inside a vision-language model's processed input. Train "
+                    "on text-only preference data, or use trl.DPOTrainer for vision data."
+                )
+
+        if args.reference_free and ref_model is not None:
+            raise ValueError(
+                f"The loss types {args.loss_type} use no reference model, but `ref_model` was given. Drop `ref_model`, "
+                "or add a reference-based loss type."
+            )
+
+        # The default collator needs the tokenizer's pad token and the separator tokens, so resolve the processing
+        # class here the same way DPOTrainer does.
+        if processing_class is None:
+            model_id = model if isinstance(model, str) else get_config_model_id(model.config)
+            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
+        tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+        if args.pad_token is not None:
+            tokenizer.pad_token = args.pad_token
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(
+                    "The tokenizer has neither a pad token nor an EOS token. Set one before creating the trainer, "
+                    "e.g. `tokenizer.pad_token = tokenizer.eos_token = '</s>'` (a token in the vocabulary)."
+                )
+            tokenizer.pad_token = tokenizer.eos_token
+        if data_collator is None:
+            data_collator = self.build_collator(args, tokenizer)
+
+        # A model instance built from a config has no path to reload the reference from: copy it instead.
+        if (
+            ref_model is None
+            and not isinstance(model, str)
+            and not get_config_model_id(model.config)
+            and not args.reference_free
+            and peft_config is None
+            and not is_peft_model(model)
+            and not args.precompute_ref_log_probs
+        ):
+            logger.info("The model has no name or path to reload a reference from; using a frozen copy of it.")
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+        skip_reference = _reference_model_load_skipped(isinstance(model, str))
+        with skip_reference if args.reference_free else contextlib.nullcontext():
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
+
+    @staticmethod
+    def build_collator(args: InSPOConfig, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForInSPO:
+        """The default [`DataCollatorForInSPO`] for `args`."""
+        separator_ids = []
+        if args.alternative_separator is not None:
+            separator_ids = tokenizer(args.alternative_separator, add_special_tokens=False)["input_ids"]
+        return DataCollatorForInSPO(
+            pad_token_id=tokenizer.pad_token_id,
+            max_length=args.max_length,
+            truncation_mode=args.truncation_mode,
+            max_alternative_length=args.max_alternative_length,
+            separator_ids=separator_ids,
+            symmetric_truncation=args.symmetric_truncation,
+            pad_to_multiple_of=args.pad_to_multiple_of,
+        )
+
+    # ------------------------------------------------------------------ reference values
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self.args.reference_free:
+            return dataset
+        # TRL caches on (dataset, model); InSPO's reference values also depend on the pair layout, so key on it too.
+        model_hash = self._precompute_model_hash
+        layout = getattr(self.data_collator, "layout_key", lambda: type(self.data_collator).__name__)()
+        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v1", layout))
+        try:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        finally:
+            self._precompute_model_hash = model_hash
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Reference log-probabilities of one InSPO batch.
+
+        Returns `(ref_chosen, ref_rejected)`, each of shape `(B, 2)`: column 0 is the conditional value
+        (`log pi_ref(y_w | x, y_l)`, `log pi_ref(y_l | x, y_w)`), column 1 the prompt-only value (`log pi_ref(y_w | x)`,
+        `log pi_ref(y_l | x)`). This is also the layout of the precomputed `ref_chosen_logps` / `ref_rejected_logps`
+        columns.
+        """
+        adapter_context = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_context = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            adapter_context,
+            self.accelerator.autocast(),
+        ):
+            outputs = model(**self._model_kwargs(inputs), labels=self._labels(inputs), fused_lm_head=True)
+        ref = self._sequence_logps(outputs.log_probs, inputs)
+        return (
+            torch.stack([ref.chosen_conditional, ref.chosen_unconditional], dim=1),
+            torch.stack([ref.rejected_conditional, ref.rejected_unconditional], dim=1),
+        )
+
+    def _reference_values(self, inputs):
+        """`(ref_c_w, ref_c_l, ref_u_w, ref_u_l)`, from the batch when precomputed, else from a reference forward."""
+        if self.args.reference_free:
+            return None
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            if ref_chosen.dim() != 2 or ref_chosen.size(1) != 2:
+                raise ValueError(
+                    "The precomputed `ref_chosen_logps`/`ref_rejected_logps` columns must hold two values per example "
+                    "([conditional, prompt_only]), as InSPOTrainer writes them; this dataset holds one (e.g. it was "
+                    "precomputed by DPOTrainer). Remove these columns and let InSPOTrainer precompute them."
+                )
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+        return ref_chosen[:, 0], ref_rejected[:, 0], ref_chosen[:, 1], ref_rejected[:, 1]
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _model_kwargs(inputs):
+        kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        kwargs["use_cache"] = False
+        return kwargs
+
+    @staticmethod
+    def _labels(inputs):
+        # Score the target and the alternative segments; the fused LM head skips every other position.
+        scored = (inputs["completion_mask"] + inputs["alternative_mask"]) > 0
+        return inputs["input_ids"].masked_fill(~scored, -100)
+
+    def _sequence_logps(self, log_probs, inputs, ld_alpha="config"):
+        seq_len = inputs["input_ids"].size(1) - 1
+        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
+        return inspo_logps(
+            log_probs[:, -seq_len:],
+            inputs["completion_mask"][:, 1:],
+            inputs["alternative_mask"][:, 1:],
+            self.ld_alpha if ld_alpha == "config" else ld_alpha,
+        )
+
+    # ------------------------------------------------------------------ loss
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        args = self.args
+        model_kwargs = self._model_kwargs(inputs)
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        outputs = model(**model_kwargs, labels=self._labels(inputs), fused_lm_head=True)
+        seq_len = inputs["input_ids"].size(1) - 1
+        per_token_logps = outputs.log_probs[:, -seq_len:]
+        target_mask = inputs["completion_mask"][:, 1:]
+        alternative_mask = inputs["alternative_mask"][:, 1:]
+        policy = inspo_logps(per_token_logps, target_mask, alternative_mask, self.ld_alpha)
+        ref = self._reference_values(inputs)
+        if ref is None:
+            ref_c_w = ref_c_l = ref_u_w = ref_u_l = None
+        else:
+            ref_c_w, ref_c_l, ref_u_w, ref_u_l = ref
+            if args.reference_conditioning == "prompt_only":
+                ref_c_w, ref_c_l = ref_u_w, ref_u_l
+
+        # SFT reads the deployed policy, log pi(y_w | x), without LD-DPO down-weighting (as in TRL)
+        sft_logps = policy.chosen_unconditional
+        if self.ld_alpha is not None and "sft" in self.loss_types:
+            sft_logps = segment_logps(per_token_logps, alternative_mask).chunk(2)[1]
+        loss_kwargs = dict(
+            beta=self.beta,
+            label_smoothing=args.label_smoothing,
+            f_divergence_type=args.f_divergence_type,
+            f_alpha_divergence_coef=args.f_alpha_divergence_coef,
+            discopop_tau=args.discopop_tau,
+            simpo_gamma=args.simpo_gamma,
+            rdpo_alpha=args.rdpo_alpha,
+            sft_logps=sft_logps,
+            sft_lengths=policy.chosen_unconditional_lengths,
+        )
+        pair_weights = {"conditional": None, "unconditional": None}
+        if self.use_weighting:
+            log_sum_sq = outputs.log_sum_sq_probs[:, -seq_len:]
+            for term, mask in (("conditional", target_mask), ("unconditional", alternative_mask)):
+                w = wpo_weights(per_token_logps, log_sum_sq, mask)
+                pair_weights[term] = w.chunk(2)[0] * w.chunk(2)[1]
+
+        loss = 0.0
+        if args.conditional_loss_weight:
+            loss = loss + args.conditional_loss_weight * combined_preference_loss(
+                self.loss_types,
+                self.loss_weights,
+                policy.chosen_conditional,
+                policy.rejected_conditional,
+                ref_c_w,
+                ref_c_l,
+                policy.chosen_conditional_lengths,
+                policy.rejected_conditional_lengths,
+                pair_weights=pair_weights["conditional"],
+                **loss_kwargs,
+            )
+        if args.unconditional_loss_weight:
+            loss = loss + args.unconditional_loss_weight * combined_preference_loss(
+                self.loss_types,
+                self.loss_weights,
+                policy.chosen_unconditional,
+                policy.rejected_unconditional,
+                ref_u_w,
+                ref_u_l,
+                policy.chosen_unconditional_lengths,
+                policy.rejected_unconditional_lengths,
+                pair_weights=pair_weights["unconditional"],
+                **loss_kwargs,
+            )
+
+        if self.aux_loss_enabled:
+            aux_loss = outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+
+        self._log_metrics(mode, inputs, outputs, seq_len, policy, (ref_c_w, ref_c_l, ref_u_w, ref_u_l))
+
+        if return_outputs:
+            warnings.warn(
+                "`return_outputs=True` is deprecated in TRL and will be removed in v2.0.0; the logits are recomputed "
+                "with an extra forward pass.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ metrics
+    def _log_metrics(self, mode, inputs, outputs, seq_len, policy, ref):
+        gather = self.accelerator.gather_for_metrics
+        metrics = self._metrics[mode]
+        target_mask = inputs["completion_mask"][:, 1:].bool()
+        chosen_mask, rejected_mask = target_mask.chunk(2)
+
+        def token_mean(values, mask):
+            total = gather((values * mask).sum().detach()).sum()
+            count = gather(mask.sum()).sum()
+            return (total / count).item() if count > 0 else 0.0
+
+        metrics["entropy"].append(token_mean(outputs.entropy[:, -seq_len:], target_mask))
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+        chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].chunk(2)
+        metrics["logits/chosen"].append(token_mean(chosen_logits, chosen_mask))
+        metrics["logits/rejected"].append(token_mean(rejected_logits, rejected_mask))
+        metrics["mean_token_accuracy"].append(token_mean(outputs.is_top1[:, -seq_len:].chunk(2)[0], chosen_mask))
+
+        ref_c_w, ref_c_l, ref_u_w, ref_u_l = ref
+        for prefix, w, l, ref_w, ref_l, len_w, len_l in (
+            (
+                "",
+                policy.chosen_conditional,
+                policy.rejected_conditional,
+                ref_c_w,
+                ref_c_l,
+                policy.chosen_conditional_lengths,
+                policy.rejected_conditional_lengths,
+            ),
+            (
+                "_unconditional",
+                policy.chosen_unconditional,
+                policy.rejected_unconditional,
+                ref_u_w,
+                ref_u_l,
+                policy.chosen_unconditional_lengths,
+                policy.rejected_unconditional_lengths,
+            ),
+        ):
+            w, l = w.detach(), l.detach()
+            if ref_w is None:  # reference-free: length-normalised implicit rewards (as in SimPO/ORPO)
+                chosen_rewards = self.beta * w / len_w.clamp(min=1)
+                rejected_rewards = self.beta * l / len_l.clamp(min=1)
+            else:
+                chosen_rewards = self.beta * (w - ref_w)
+                rejected_rewards = self.beta * (l - ref_l)
+            chosen_rewards, rejected_rewards = gather(chosen_rewards), gather(rejected_rewards)
+            metrics[f"rewards{prefix}/chosen"].append(chosen_rewards.mean().item())
+            metrics[f"rewards{prefix}/rejected"].append(rejected_rewards.mean().item())
+            metrics[f"rewards{prefix}/accuracies"].append((chosen_rewards > rejected_rewards).float().mean().item())
+            metrics[f"rewards{prefix}/margins"].append((chosen_rewards - rejected_rewards).mean().item())
+            metrics[f"logps{prefix}/chosen"].append(gather(w).mean().item())
+            metrics[f"logps{prefix}/rejected"].append(gather(l).mean().item())
