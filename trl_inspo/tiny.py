@@ -108,3 +108,46 @@ def save_tiny(output_dir: str, texts: Iterable[str], vocab_size: int = 1000, **m
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def _texts_from_jsonl(path: str) -> list[str]:
+    import json
+
+    texts = []
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            texts.extend(str(row[k]) for k in ("prompt", "chosen", "rejected") if k in row)
+    return texts
+
+
+def main(argv=None):
+    """`python -m trl_inspo.tiny --output_dir DIR --texts data.jsonl`: build and save a tiny model for that data."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--texts", required=True, help="jsonl file whose prompt/chosen/rejected train the tokenizer")
+    parser.add_argument("--vocab_size", type=int, default=512)
+    parser.add_argument("--architecture", default="llama", choices=["llama", "qwen2"])
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--num_heads", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    save_tiny(
+        args.output_dir,
+        _texts_from_jsonl(args.texts),
+        vocab_size=args.vocab_size,
+        architecture=args.architecture,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        seed=args.seed,
+        max_position_embeddings=512,
+    )
+    print(f"saved to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
