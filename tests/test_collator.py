@@ -105,9 +105,9 @@ def test_keep_end_cuts_prompt_start():
     collator = DataCollatorForInSPO(pad_token_id=P, max_length=4, truncation_mode="keep_end")
     batch = collator([ex([1, 2, 3], [10, 11], [20])])
     # row 0: the alternative [20] is dropped, then the prompt loses its first token; row 1 fits once its
-    # alternative is gone
-    assert batch["input_ids"].tolist() == [[2, 3, 10, 11], [1, 2, 3, 20]]
-    assert rows_of(batch) == [([2, 3], [], [10, 11]), ([1, 2, 3], [], [20])]
+    # alternative is gone, but both rows of a pair keep the same prompt
+    assert batch["input_ids"].tolist() == [[2, 3, 10, 11], [2, 3, 20, P]]
+    assert rows_of(batch) == [([2, 3], [], [10, 11]), ([2, 3], [], [20])]
 
 
 def test_keep_end_target_longer_than_max_length_keeps_its_start():

@@ -47,8 +47,9 @@ def inspo_segment_lengths(
 
     Per-row truncation (`symmetric=False`): the alternative is capped at `max_alternative_length`, then, if the row
     exceeds `max_length`, the alternative is shortened first (the separator goes with it when the alternative is
-    gone), then the target's end (`keep_start`) or the prompt's start (`keep_end`; the target's end if the target
-    alone is too long). A target keeps at least one token as long as the prompt leaves room for it.
+    gone), then the target's end (`keep_start`) or the prompt's start (`keep_end`, cut by the same amount in both rows
+    of a pair; then the target's end if the target alone is too long). A target keeps at least one token as long as
+    the prompt leaves room for it.
 
     Symmetric truncation (`symmetric=True`): both rows of a pair keep the same tokens of `x`, `y_w` and `y_l`, so the
     alternative segment of one row scores exactly the target of the other (needed for prompt-only reference values).
@@ -79,11 +80,14 @@ def inspo_segment_lengths(
                 # 2. shorten the target's end, never below one token
                 target = torch.where(excess > 0, (target - excess).clamp(min=1), target)
             else:
-                # 2. shorten the prompt's start, then the target's end
+                # 2. shorten the prompt's start, by the same amount in both rows of a pair (they share the prompt,
+                #    which prefix sharing relies on), then the target's end
+                n = prompt.numel() // 2
                 cut = torch.minimum(excess, prompt)
+                cut = torch.maximum(cut[:n], cut[n:]).repeat(2)
                 prompt_start = cut
                 prompt = prompt - cut
-                target = (target - (excess - cut)).clamp(min=1)
+                target = (target - (excess - cut).clamp(min=0)).clamp(min=1)
     return SegmentLengths(prompt_start, prompt, alternative, separator, target)
 
 
