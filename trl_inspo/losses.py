@@ -67,26 +67,65 @@ def segment_logps(per_token_logps: torch.Tensor, mask: torch.Tensor, ld_alpha: f
     return (per_token_logps * weights).sum(dim=1)
 
 
+# What a per-token log-probability scores (`logp_kinds`): one of the four InSPO quantities, or nothing.
+CHOSEN_CONDITIONAL, REJECTED_CONDITIONAL, CHOSEN_UNCONDITIONAL, REJECTED_UNCONDITIONAL = 1, 2, 3, 4
+
+
+def logp_kinds_from_masks(completion_mask: torch.Tensor, alternative_mask: torch.Tensor) -> torch.Tensor:
+    """`logp_kinds` of the two-row layout: rows `[:B]` (`x + y_l + y_w`) hold `c_w` (target) and `u_l` (alternative),
+    rows `[B:]` (`x + y_w + y_l`) hold `c_l` and `u_w`."""
+    first, second = completion_mask.chunk(2)
+    alt_first, alt_second = alternative_mask.chunk(2)
+    return torch.cat(
+        [
+            first * CHOSEN_CONDITIONAL + alt_first * REJECTED_UNCONDITIONAL,
+            second * REJECTED_CONDITIONAL + alt_second * CHOSEN_UNCONDITIONAL,
+        ]
+    ).long()
+
+
+def logps_by_kind(
+    per_token_logps: torch.Tensor, logp_kinds: torch.Tensor, num_pairs: int, ld_alpha: float | None = None
+) -> InSPOLogps:
+    """Sum per-token log-probabilities into `c_w, c_l, u_w, u_l` per pair, for any batch layout.
+
+    `logp_kinds` (aligned with `per_token_logps`) says what each position scores. The `N` rows hold `N / num_pairs`
+    rows per pair, row `r` belonging to pair `r % num_pairs` (`N = 2B` for the two-row layout, `N = B` for
+    prefix-shared rows). With `ld_alpha` (LD-DPO), tokens of a conditional (resp. unconditional) response beyond the
+    shorter response's length are weighted by `ld_alpha`.
+    """
+    dtype = per_token_logps.dtype
+    masks = [(logp_kinds == kind).to(dtype) for kind in range(1, 5)]
+
+    def per_pair(x):  # (N,) -> (num_pairs,)
+        return x.view(-1, num_pairs).sum(dim=0)
+
+    lengths = [per_pair(m.sum(dim=1)) for m in masks]
+    sums = []
+    for kind, mask in enumerate(masks):
+        weights = mask
+        if ld_alpha is not None:
+            partner = kind ^ 1  # chosen <-> rejected of the same (conditional or unconditional) term
+            shared = torch.minimum(lengths[kind], lengths[partner]).repeat(per_token_logps.size(0) // num_pairs)
+            weights = torch.where(mask.cumsum(dim=1) <= shared.unsqueeze(1), 1.0, ld_alpha) * mask
+        sums.append(per_pair((per_token_logps * weights).sum(dim=1)))
+    c_w, c_l, u_w, u_l = sums
+    return InSPOLogps(c_w, c_l, u_w, u_l, *lengths)
+
+
 def inspo_logps(
     per_token_logps: torch.Tensor,
     completion_mask: torch.Tensor,
     alternative_mask: torch.Tensor,
     ld_alpha: float | None = None,
 ) -> InSPOLogps:
-    """Read `c_w, c_l, u_w, u_l` from the per-token log-probabilities of an InSPO batch.
+    """Read `c_w, c_l, u_w, u_l` from the per-token log-probabilities of a two-row InSPO batch.
 
     `completion_mask` and `alternative_mask` must be aligned with `per_token_logps` (for a causal LM whose log-probs
     are computed on shifted labels, pass `mask[:, 1:]`).
     """
-    target = segment_logps(per_token_logps, completion_mask, ld_alpha)
-    alternative = segment_logps(per_token_logps, alternative_mask, ld_alpha)
-    target_lengths = completion_mask.sum(dim=1).to(per_token_logps.dtype)
-    alternative_lengths = alternative_mask.sum(dim=1).to(per_token_logps.dtype)
-    c_w, c_l = target.chunk(2)
-    u_l, u_w = alternative.chunk(2)
-    len_c_w, len_c_l = target_lengths.chunk(2)
-    len_u_l, len_u_w = alternative_lengths.chunk(2)
-    return InSPOLogps(c_w, c_l, u_w, u_l, len_c_w, len_c_l, len_u_w, len_u_l)
+    kinds = logp_kinds_from_masks(completion_mask, alternative_mask)
+    return logps_by_kind(per_token_logps, kinds, completion_mask.size(0) // 2, ld_alpha)
 
 
 def f_divergence_scores(
