@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .collator import DataCollatorForInSPO, inspo_segment_lengths
 from .config import InSPOConfig, InSPOConfigError
-from .losses import InSPOLogps, combined_preference_loss, inspo_logps, preference_loss, segment_logps
+from .losses import InSPOLogps, combined_preference_loss, inspo_logps, logps_by_kind, preference_loss
 from .trainer import InSPOTrainer
 
 
@@ -20,7 +20,7 @@ __all__ = [
     "InSPOTrainer",
     "combined_preference_loss",
     "inspo_logps",
+    "logps_by_kind",
     "inspo_segment_lengths",
     "preference_loss",
-    "segment_logps",
 ]

@@ -47,26 +47,6 @@ class InSPOLogps(NamedTuple):
     rejected_unconditional_lengths: torch.Tensor
 
 
-def segment_logps(per_token_logps: torch.Tensor, mask: torch.Tensor, ld_alpha: float | None = None) -> torch.Tensor:
-    """Sum per-token log-probabilities over a segment, for each row.
-
-    Args:
-        per_token_logps: `(2B, T)` log-probabilities of each token given what precedes it.
-        mask: `(2B, T)` 0/1 mask of the segment, aligned with `per_token_logps`.
-        ld_alpha: LD-DPO weight. Rows `i` and `B + i` hold the two responses of pair `i`; tokens beyond the shorter
-            response's length are multiplied by `ld_alpha`. `None` sums plainly.
-    """
-    mask = mask.to(per_token_logps.dtype)
-    if ld_alpha is None:
-        return (per_token_logps * mask).sum(dim=1)
-    position = mask.cumsum(dim=1)  # 1-based index of each segment token within its segment
-    lengths = mask.sum(dim=1)
-    first, second = lengths.chunk(2)
-    shared = torch.minimum(first, second).repeat(2).unsqueeze(1)
-    weights = torch.where(position <= shared, 1.0, ld_alpha) * mask
-    return (per_token_logps * weights).sum(dim=1)
-
-
 # What a per-token log-probability scores (`logp_kinds`): one of the four InSPO quantities, or nothing.
 CHOSEN_CONDITIONAL, REJECTED_CONDITIONAL, CHOSEN_UNCONDITIONAL, REJECTED_UNCONDITIONAL = 1, 2, 3, 4
 
@@ -286,12 +266,24 @@ def combined_preference_loss(
     return total
 
 
-def wpo_weights(
-    per_token_logps: torch.Tensor, log_sum_sq_probs: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """WPO (Zhou et al., 2024, Eq. 2) per-row weights `exp(mean_t(log p_t - log sum_v p_v^2))` over a segment, without
-    gradient, `(2B,)`. The weight of a pair is the product of its two rows' weights."""
+def wpo_pair_weights(
+    per_token_logps: torch.Tensor, log_sum_sq_probs: torch.Tensor, logp_kinds: torch.Tensor, num_pairs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WPO (Zhou et al., 2024, Eq. 2) pair weights, without gradient: each response weighs
+    `exp(mean_t(log p_t - log sum_v p_v^2))` over its tokens, a pair the product of its two responses' weights.
+
+    Returns `(conditional, unconditional)` pair weights, each `(num_pairs,)`: from the target segments (`c_w`, `c_l`)
+    and from the alternative segments (`u_w`, `u_l`)."""
     with torch.no_grad():
-        mask = mask.to(per_token_logps.dtype)
-        aligned = (per_token_logps - log_sum_sq_probs) * mask
-        return torch.exp(aligned.sum(dim=1) / mask.sum(dim=1).clamp(min=1))
+        sums = logps_by_kind(per_token_logps - log_sum_sq_probs, logp_kinds, num_pairs)
+
+        def weight(total, length):
+            return torch.exp(total / length.clamp(min=1))
+
+        conditional = weight(sums.chosen_conditional, sums.chosen_conditional_lengths) * weight(
+            sums.rejected_conditional, sums.rejected_conditional_lengths
+        )
+        unconditional = weight(sums.chosen_unconditional, sums.chosen_unconditional_lengths) * weight(
+            sums.rejected_unconditional, sums.rejected_unconditional_lengths
+        )
+    return conditional, unconditional

@@ -18,13 +18,31 @@ from trl.trainer.utils import get_config_model_id, use_adapter
 
 from .collator import DataCollatorForInSPO
 from .config import InSPOConfig
-from .losses import combined_preference_loss, inspo_logps, segment_logps, wpo_weights
+from .losses import (
+    CHOSEN_CONDITIONAL,
+    REJECTED_CONDITIONAL,
+    combined_preference_loss,
+    logp_kinds_from_masks,
+    logps_by_kind,
+    wpo_pair_weights,
+)
+from .prefix_sharing import tree_attention_mask
 
 
 logger = get_logger(__name__)
 
 # Batch keys that are not model inputs.
-_NON_MODEL_KEYS = frozenset({"completion_mask", "alternative_mask", "ref_chosen_logps", "ref_rejected_logps"})
+_NON_MODEL_KEYS = frozenset(
+    {
+        "completion_mask",
+        "alternative_mask",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+        "tree_segment_ids",
+        "shift_labels",
+        "logp_kinds",
+    }
+)
 
 INSPO_CITATION = textwrap.dedent("""\
     @article{li2025inspo,
@@ -226,7 +244,7 @@ class InSPOTrainer(DPOTrainer):
             adapter_context,
             self.accelerator.autocast(),
         ):
-            outputs = model(**self._model_kwargs(inputs), labels=self._labels(inputs), fused_lm_head=True)
+            outputs = model(**self._forward_kwargs(model, inputs), fused_lm_head=True)
         ref = self._sequence_logps(outputs.log_probs, inputs)
         return (
             torch.stack([ref.chosen_conditional, ref.chosen_unconditional], dim=1),
@@ -250,41 +268,49 @@ class InSPOTrainer(DPOTrainer):
         return ref_chosen[:, 0], ref_rejected[:, 0], ref_chosen[:, 1], ref_rejected[:, 1]
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _model_kwargs(inputs):
+    def _forward_kwargs(self, model, inputs):
+        """Model inputs of an InSPO batch for a fused-LM-head forward that scores exactly the needed positions."""
         kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         kwargs["use_cache"] = False
+        if "tree_segment_ids" in inputs:  # prefix-shared rows: tree attention mask, pre-shifted labels
+            unwrapped = self.accelerator.unwrap_model(model)
+            kwargs["attention_mask"] = tree_attention_mask(
+                inputs["tree_segment_ids"], unwrapped.config._attn_implementation, unwrapped.dtype
+            )
+            kwargs["shift_labels"] = inputs["shift_labels"]
+        else:
+            # Score the target and the alternative segments; the fused LM head skips every other position.
+            scored = (inputs["completion_mask"] + inputs["alternative_mask"]) > 0
+            kwargs["labels"] = inputs["input_ids"].masked_fill(~scored, -100)
         return kwargs
 
     @staticmethod
-    def _labels(inputs):
-        # Score the target and the alternative segments; the fused LM head skips every other position.
-        scored = (inputs["completion_mask"] + inputs["alternative_mask"]) > 0
-        return inputs["input_ids"].masked_fill(~scored, -100)
+    def _logp_kinds(inputs):
+        """What each per-token log-probability scores (see `trl_inspo.losses.logps_by_kind`), and the pair count."""
+        if "logp_kinds" in inputs:
+            return inputs["logp_kinds"], inputs["logp_kinds"].size(0)
+        kinds = logp_kinds_from_masks(inputs["completion_mask"][:, 1:], inputs["alternative_mask"][:, 1:])
+        return kinds, kinds.size(0) // 2
 
     def _sequence_logps(self, log_probs, inputs, ld_alpha="config"):
-        seq_len = inputs["input_ids"].size(1) - 1
+        kinds, num_pairs = self._logp_kinds(inputs)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
-        return inspo_logps(
-            log_probs[:, -seq_len:],
-            inputs["completion_mask"][:, 1:],
-            inputs["alternative_mask"][:, 1:],
-            self.ld_alpha if ld_alpha == "config" else ld_alpha,
+        return logps_by_kind(
+            log_probs[:, -kinds.size(1) :], kinds, num_pairs, self.ld_alpha if ld_alpha == "config" else ld_alpha
         )
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         args = self.args
-        model_kwargs = self._model_kwargs(inputs)
+        model_kwargs = self._forward_kwargs(model, inputs)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
-        outputs = model(**model_kwargs, labels=self._labels(inputs), fused_lm_head=True)
-        seq_len = inputs["input_ids"].size(1) - 1
-        per_token_logps = outputs.log_probs[:, -seq_len:]
-        target_mask = inputs["completion_mask"][:, 1:]
-        alternative_mask = inputs["alternative_mask"][:, 1:]
-        policy = inspo_logps(per_token_logps, target_mask, alternative_mask, self.ld_alpha)
+        outputs = model(**model_kwargs, fused_lm_head=True)
+        kinds, num_pairs = self._logp_kinds(inputs)
+        width = kinds.size(1)
+        per_token_logps = outputs.log_probs[:, -width:]
+        policy = logps_by_kind(per_token_logps, kinds, num_pairs, self.ld_alpha)
         ref = self._reference_values(inputs)
         if ref is None:
             ref_c_w = ref_c_l = ref_u_w = ref_u_l = None
@@ -296,7 +322,7 @@ class InSPOTrainer(DPOTrainer):
         # SFT reads the deployed policy, log pi(y_w | x), without LD-DPO down-weighting (as in TRL)
         sft_logps = policy.chosen_unconditional
         if self.ld_alpha is not None and "sft" in self.loss_types:
-            sft_logps = segment_logps(per_token_logps, alternative_mask).chunk(2)[1]
+            sft_logps = logps_by_kind(per_token_logps, kinds, num_pairs).chosen_unconditional
         loss_kwargs = dict(
             beta=self.beta,
             label_smoothing=args.label_smoothing,
@@ -310,10 +336,10 @@ class InSPOTrainer(DPOTrainer):
         )
         pair_weights = {"conditional": None, "unconditional": None}
         if self.use_weighting:
-            log_sum_sq = outputs.log_sum_sq_probs[:, -seq_len:]
-            for term, mask in (("conditional", target_mask), ("unconditional", alternative_mask)):
-                w = wpo_weights(per_token_logps, log_sum_sq, mask)
-                pair_weights[term] = w.chunk(2)[0] * w.chunk(2)[1]
+            log_sum_sq = outputs.log_sum_sq_probs[:, -width:]
+            pair_weights["conditional"], pair_weights["unconditional"] = wpo_pair_weights(
+                per_token_logps, log_sum_sq, kinds, num_pairs
+            )
 
         loss = 0.0
         if args.conditional_loss_weight:
@@ -348,7 +374,7 @@ class InSPOTrainer(DPOTrainer):
             loss = loss + self.router_aux_loss_coef * aux_loss
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_metrics(mode, inputs, outputs, seq_len, policy, (ref_c_w, ref_c_l, ref_u_w, ref_u_l))
+        self._log_metrics(mode, inputs, outputs, kinds, policy, (ref_c_w, ref_c_l, ref_u_w, ref_u_l))
 
         if return_outputs:
             warnings.warn(
@@ -358,29 +384,30 @@ class InSPOTrainer(DPOTrainer):
                 stacklevel=2,
             )
             with torch.no_grad():
-                outputs = model(**model_kwargs)
+                plain = {k: v for k, v in model_kwargs.items() if k not in ("labels", "shift_labels")}
+                outputs = model(**plain)
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ metrics
-    def _log_metrics(self, mode, inputs, outputs, seq_len, policy, ref):
+    def _log_metrics(self, mode, inputs, outputs, kinds, policy, ref):
         gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
-        target_mask = inputs["completion_mask"][:, 1:].bool()
-        chosen_mask, rejected_mask = target_mask.chunk(2)
+        width = kinds.size(1)
+        chosen_mask, rejected_mask = kinds == CHOSEN_CONDITIONAL, kinds == REJECTED_CONDITIONAL
 
         def token_mean(values, mask):
-            total = gather((values * mask).sum().detach()).sum()
+            total = gather((values[:, -width:] * mask).sum().detach()).sum()
             count = gather(mask.sum()).sum()
             return (total / count).item() if count > 0 else 0.0
 
-        metrics["entropy"].append(token_mean(outputs.entropy[:, -seq_len:], target_mask))
+        # TRL's token-level metrics, on the target segments
+        metrics["entropy"].append(token_mean(outputs.entropy, chosen_mask | rejected_mask))
         if mode == "train":
             self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
-        chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].chunk(2)
-        metrics["logits/chosen"].append(token_mean(chosen_logits, chosen_mask))
-        metrics["logits/rejected"].append(token_mean(rejected_logits, rejected_mask))
-        metrics["mean_token_accuracy"].append(token_mean(outputs.is_top1[:, -seq_len:].chunk(2)[0], chosen_mask))
+        metrics["logits/chosen"].append(token_mean(outputs.mean_logits, chosen_mask))
+        metrics["logits/rejected"].append(token_mean(outputs.mean_logits, rejected_mask))
+        metrics["mean_token_accuracy"].append(token_mean(outputs.is_top1, chosen_mask))
 
         ref_c_w, ref_c_l, ref_u_w, ref_u_l = ref
         for prefix, w, l, ref_w, ref_l, len_w, len_l in (
