@@ -217,10 +217,11 @@ class InSPOTrainer(DPOTrainer):
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if self.args.reference_free:
             return dataset
-        # TRL caches on (dataset, model); InSPO's reference values also depend on the pair layout, so key on it too.
+        # TRL caches on (dataset, model); InSPO's reference values also depend on the pair layout and on LD-DPO's
+        # `ld_alpha` (it weights the reference tokens), so key on them too.
         model_hash = self._precompute_model_hash
         layout = getattr(self.data_collator, "layout_key", lambda: type(self.data_collator).__name__)()
-        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v1", layout))
+        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v1", layout, self.ld_alpha))
         try:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         finally:
