@@ -213,6 +213,125 @@ class InSPOTrainer(DPOTrainer):
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
 
+    # ------------------------------------------------------------------ model card
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ):
+        """
+        Write `README.md` in `args.output_dir`: TRL's model card (metadata, tags `trl` and `inspo`, the InSPO citation)
+        with an "InSPO training options" section that names the base model, the dataset and every InSPO option of the
+        run. [`~transformers.Trainer.push_to_hub`] calls this before uploading the output directory.
+
+        TRL leaves the base model out of the card when it is a local directory (not a Hub id); the section still names
+        the local path. A local dataset file or directory is handled the same way.
+
+        Args:
+            model_name (`str`, *optional*):
+                Name of the model; defaults to the last part of `hub_model_id` or of `output_dir`.
+            dataset_name (`str`, *optional*):
+                Name of the dataset used for training (a Hub id or a local path).
+            tags (`str` or `list[str]`, *optional*):
+                Tags added to `trl` and `inspo`.
+        """
+        import os
+
+        if not self.is_world_process_zero():
+            return
+        if model_name is None:
+            model_name = (self.args.hub_model_id or os.path.abspath(self.args.output_dir)).rstrip("/").split("/")[-1]
+        dataset_is_local = dataset_name is not None and os.path.exists(dataset_name)
+        super().create_model_card(
+            model_name=model_name, dataset_name=None if dataset_is_local else dataset_name, tags=tags
+        )
+
+        path = os.path.join(self.args.output_dir, "README.md")
+        with open(path, encoding="utf-8") as f:
+            card = f.read()
+        base_model = get_config_model_id(self.model.config) or None
+        # TRL renders a base model it cannot link to the Hub as a link to "None".
+        card = card.replace(
+            "a fine-tuned version of [None](https://huggingface.co/None)",
+            f"a fine-tuned version of `{base_model}`" if base_model else "a fine-tuned model",
+        )
+        # ... and a model that is not on the Hub (yet) as `model="None"` in the quick start: load it from output_dir.
+        card = card.replace('model="None"', f"model={self.args.output_dir!r}")
+        section = self._model_card_section(base_model, dataset_name)
+        marker = "### Framework versions"
+        card = card.replace(marker, f"{section}\n{marker}", 1) if marker in card else f"{card}\n{section}"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(card)
+
+    def _model_card_section(self, base_model: str | None, dataset_name: str | None) -> str:
+        """The "InSPO training options" section of the model card, as Markdown."""
+        import os
+        from dataclasses import fields
+
+        args = self.args
+
+        def cell(value) -> str:
+            text = repr(value) if isinstance(value, str) else str(value)
+            return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if args.reference_free:
+            reference = "none (reference-free loss)"
+        elif self.ref_model is not None:
+            reference = "a separate frozen model"
+            ref_id = get_config_model_id(self.ref_model.config)
+            if ref_id:
+                reference += f" (`{ref_id}`)"
+        elif is_peft_model(unwrapped):
+            reference = "the base model with the adapter disabled"
+        else:
+            reference = "the initial policy"
+        if self.precompute_ref_logps and not args.reference_free:
+            reference += ", log-probabilities precomputed before training"
+
+        if base_model:
+            base_model_cell = f"`{base_model}`" + (" (local path)" if os.path.isdir(base_model) else "")
+        else:
+            base_model_cell = "not recorded (model built in memory)"
+        if dataset_name:
+            dataset_cell = f"`{dataset_name}`" + (" (local path)" if os.path.exists(dataset_name) else "")
+        else:
+            dataset_cell = "not recorded"
+        rows = [("Base model", base_model_cell), ("Dataset", dataset_cell), ("Reference model", reference)]
+        if is_peft_model(unwrapped):
+            peft_config = unwrapped.peft_config[unwrapped.active_adapter]
+            adapter = f"{peft_config.peft_type.value}"
+            if getattr(peft_config, "r", None) is not None:
+                adapter += f" (r={peft_config.r}, alpha={peft_config.lora_alpha})"
+            rows.append(("Adapter", adapter))
+        base = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+        if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+            quantization = getattr(base.config, "quantization_config", None)
+            quant_type = getattr(quantization, "bnb_4bit_quant_type", None) if quantization is not None else None
+            bits = 4 if getattr(base, "is_loaded_in_4bit", False) else 8
+            rows.append(("Quantization", f"{bits}-bit" + (f" {quant_type.upper()}" if quant_type else "")))
+
+        dpo_options = ["loss_type", "loss_weights", "beta", "label_smoothing", "ld_alpha", "use_weighting"]
+        dpo_options += ["max_length", "truncation_mode", "precompute_ref_log_probs"]
+        dpo_names = {f.name for f in fields(DPOConfig)}
+        inspo_options = [f.name for f in fields(InSPOConfig) if f.name not in dpo_names]
+        rows += [(f"`{name}`", cell(getattr(args, name))) for name in inspo_options + dpo_options if hasattr(args, name)]
+        rows += [
+            (f"`{name}`", cell(getattr(args, name)))
+            for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps")
+        ]
+        rows.append(("Processes", cell(self.accelerator.num_processes)))
+
+        table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+        return (
+            "## InSPO training options\n\n"
+            "InSPO scores each response of a preference pair given the prompt and the other response: the chosen "
+            "response given the rejected one, and the rejected response given the chosen one. At inference the model "
+            "is used as usual, from the prompt alone.\n\n"
+            f"| Option | Value |\n|---|---|\n{table}\n"
+        )
+
     # ------------------------------------------------------------------ reference values
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if self.args.reference_free:
