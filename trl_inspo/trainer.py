@@ -213,6 +213,22 @@ class InSPOTrainer(DPOTrainer):
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
 
+    # ------------------------------------------------------------------ resume
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ):
+        result = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if resume_from_checkpoint is not None:
+            # The running `num_tokens` count is not part of a checkpoint (nor in trl.DPOTrainer): continue it from the
+            # last value the interrupted run logged, instead of restarting at 0. Exact when the checkpoint step is a
+            # logging step (e.g. `save_steps` a multiple of `logging_steps`).
+            logged = [entry["num_tokens"] for entry in self.state.log_history if "num_tokens" in entry]
+            if logged:
+                self._total_train_tokens = int(logged[-1])
+        return result
+
     # ------------------------------------------------------------------ model card
     def create_model_card(
         self,
