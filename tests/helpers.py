@@ -18,6 +18,23 @@ def continuation_logp(model, context: list[int], continuation: list[int]) -> flo
     return float(sum(logprobs[start + i - 1, tok] for i, tok in enumerate(continuation)))
 
 
+@torch.no_grad()
+def continuation_token_logps(model, context: list[int], continuation: list[int]) -> tuple[list[float], list[float]]:
+    """Per-token values of `continuation` given `context`, from a single unpadded forward of `context + continuation`.
+
+    Returns `(logps, log_sum_sq)`: `logps[i] = log p(continuation[i] | context, continuation[:i])` and `log_sum_sq[i] =
+    log sum_v p(v | context, continuation[:i])^2` (the WPO normaliser), both from an explicit float64 log-softmax.
+    """
+    ids = torch.tensor([context + continuation])
+    logits = model(input_ids=ids, use_cache=False).logits[0].double()
+    logprobs = F.log_softmax(logits, dim=-1)
+    start = len(context)
+    rows = [logprobs[start + i - 1] for i in range(len(continuation))]
+    logps = [float(row[tok]) for row, tok in zip(rows, continuation)]
+    log_sum_sq = [float(torch.logsumexp(2 * row, dim=-1)) for row in rows]
+    return logps, log_sum_sq
+
+
 def pair_logps(model, prompt, chosen, rejected, separator=()) -> dict:
     """The four InSPO quantities for one pair, each from its own sequence."""
     sep = list(separator)

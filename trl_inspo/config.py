@@ -250,8 +250,30 @@ class InSPOConfig(DPOConfig):
                 f"chosen-rejected reward difference: {sorted(F_DIVERGENCE_LOSS_TYPES)}. You set `loss_type` to "
                 f"{self.loss_type}; use f_divergence_type='reverse_kl' with these losses."
             )
+        if self.f_divergence_type != "reverse_kl" and set(self.loss_type) <= {"sft"}:
+            fail(
+                f"`f_divergence_type={self.f_divergence_type!r}` has no effect: no loss reads it ('sft' uses no "
+                "reference log-ratio). Use f_divergence_type='reverse_kl', or add a preference loss such as 'sigmoid'."
+            )
         if self.ld_alpha is not None and not (0.0 <= self.ld_alpha <= 1.0):
             fail(f"`ld_alpha` must lie in [0, 1] (1 = no down-weighting), got {self.ld_alpha}.")
+        if self.ld_alpha is not None and set(self.loss_type) <= {"sft"}:
+            fail(
+                f"`ld_alpha={self.ld_alpha}` has no effect: no loss reads it ('sft' scores the whole chosen response, "
+                "as in TRL). Set `ld_alpha=None`, or add a preference loss such as 'sigmoid'."
+            )
+        if "discopop" in self.loss_type and not (math.isfinite(self.discopop_tau) and self.discopop_tau > 0):
+            fail(
+                f"The 'discopop' loss divides its logits by `discopop_tau`, which must be a finite number > 0, got "
+                f"{self.discopop_tau}. The DiscoPOP paper uses 0.05."
+            )
+        smoothed = {"robust", "exo_pair", "aot", "aot_unpaired"}
+        if self.label_smoothing != 0 and not smoothed & set(self.loss_type):
+            fail(
+                f"`label_smoothing={self.label_smoothing}` has no effect: no loss reads it. Only 'robust', "
+                f"'exo_pair', 'aot' and 'aot_unpaired' use label smoothing, and `loss_type` is {self.loss_type} (TRL "
+                "1.16's 'sigmoid' ignores it too). Set `label_smoothing=0`, or use one of these losses."
+            )
         if "exo_pair" in self.loss_type and not (0.0 < self.label_smoothing < 1.0):
             fail(
                 f"The 'exo_pair' loss needs `label_smoothing` in (0, 1), got {self.label_smoothing}. The EXO paper "
