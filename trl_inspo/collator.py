@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
+from .prefix_sharing import build_prefix_shared_batch
+
 
 # Precomputed reference columns (see `InSPOTrainer.compute_ref_log_probs`): one value per example for DPO-style
 # datasets, two (`[conditional, prompt_only]`) for datasets precomputed by `InSPOTrainer`.
@@ -132,6 +134,8 @@ class DataCollatorForInSPO(DataCollatorMixin):
         separator_ids (`list[int]`, *optional*): Tokens placed between the alternative and the target.
         symmetric_truncation (`bool`, *optional*, defaults to `False`): Truncate both rows of a pair identically.
         pad_to_multiple_of (`int`, *optional*): Pad the length to a multiple of this value.
+        prefix_sharing (`bool`, *optional*, defaults to `False`): Pack each pair into one tree row instead (see
+            `trl_inspo.prefix_sharing.build_prefix_shared_batch`), with the same segment lengths.
 
     Example:
 
@@ -159,6 +163,7 @@ class DataCollatorForInSPO(DataCollatorMixin):
     separator_ids: list[int] = field(default_factory=list)
     symmetric_truncation: bool = False
     pad_to_multiple_of: int | None = None
+    prefix_sharing: bool = False
     return_tensors: str = "pt"
 
     def layout_key(self) -> tuple:
@@ -170,6 +175,7 @@ class DataCollatorForInSPO(DataCollatorMixin):
             self.max_alternative_length,
             tuple(self.separator_ids),
             self.symmetric_truncation,
+            self.prefix_sharing,
         )
 
     def segment_lengths(self, examples: list[dict[str, Any]]) -> SegmentLengths:
@@ -198,6 +204,12 @@ class DataCollatorForInSPO(DataCollatorMixin):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         n = len(examples)
         seg = self.segment_lengths(examples)
+        if self.prefix_sharing:
+            output = build_prefix_shared_batch(
+                examples, seg, self.separator_ids, self.pad_token_id, self.pad_to_multiple_of
+            )
+            output.update(self._reference_columns(examples))
+            return output
         total = seg.total
         length = int(total.max())
         if self.pad_to_multiple_of:
@@ -236,7 +248,13 @@ class DataCollatorForInSPO(DataCollatorMixin):
             "completion_mask": ((pos >= tgt_start) & (pos < tgt_end)).long(),
             "alternative_mask": ((pos >= alt_start) & (pos < alt_end)).long(),
         }
-        for key in REF_COLUMNS:
-            if key in examples[0]:
-                output[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float32)
+        output.update(self._reference_columns(examples))
         return output
+
+    @staticmethod
+    def _reference_columns(examples):
+        return {
+            key: torch.tensor([ex[key] for ex in examples], dtype=torch.float32)
+            for key in REF_COLUMNS
+            if key in examples[0]
+        }

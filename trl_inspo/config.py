@@ -74,6 +74,16 @@ class InSPOConfig(DPOConfig):
         rdpo_alpha (`float`, *optional*, defaults to `0.0`):
             R-DPO length penalty: the `"sigmoid"` margin becomes `beta * (rho_w - rho_l) - rdpo_alpha * (|y_w| -
             |y_l|)`, which penalises a chosen response longer than the rejected one.
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Pack each pair into one row `x[:-1] | x[-1] y_w | x[-1] y_l | y_l | y_w` whose branches attend to their
+            ancestors only (a 4D attention mask) and continue their parent's position ids: the prompt is processed
+            once, and the four log-probabilities equal those of the two-row layout. Needs a model that takes a custom
+            4D mask (`attn_implementation` `"sdpa"`, `"flex_attention"` or `"eager"`, no sliding-window layers).
+        strict_data (`list[str]`, *optional*, defaults to `[]`):
+            Row conditions that raise an error when the dataset is prepared, instead of being dropped and counted
+            (`"empty_response"`, `"identical_responses"`, `"prompt_too_long"`) or counted (`"prompt_truncated"`,
+            `"alternative_truncated"`, `"alternative_removed"`, `"target_truncated"`); `["all"]` names every
+            condition. Counts are in `trainer.inspo_dropped` / `trainer.inspo_truncated` (see `trl_inspo.validation`).
 
     Example:
 
@@ -137,6 +147,22 @@ class InSPOConfig(DPOConfig):
         metadata={
             "help": "R-DPO length penalty on the `'sigmoid'` margin: `beta * (rho_w - rho_l) - rdpo_alpha * (|y_w| - "
             "|y_l|)`."
+        },
+    )
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each pair into one row that holds the prompt once, with the two responses as branches of a "
+            "tree (4D attention mask, per-branch position ids): the same log-probabilities as the two-row layout for "
+            "fewer tokens. Needs attn_implementation 'sdpa', 'flex_attention' or 'eager' and no sliding-window layers."
+        },
+    )
+    strict_data: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Row conditions that raise an error when the dataset is prepared instead of being dropped and "
+            "counted ('empty_response', 'identical_responses', 'prompt_too_long') or counted ('prompt_truncated', "
+            "'alternative_truncated', 'alternative_removed', 'target_truncated'); 'all' names every condition."
         },
     )
 
@@ -300,6 +326,9 @@ class InSPOConfig(DPOConfig):
                     f"`reference_conditioning='prompt_only'` has no effect: the loss types {self.loss_type} use no "
                     "reference model. Leave `reference_conditioning` at its default."
                 )
+        from .validation import normalize_strict_data
+
+        self.strict_data = normalize_strict_data(self.strict_data, self)
 
     # ------------------------------------------------------------------ conversion
     @classmethod

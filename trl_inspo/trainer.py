@@ -18,6 +18,7 @@ from trl.trainer.utils import get_config_model_id, use_adapter
 
 from .collator import DataCollatorForInSPO
 from .config import InSPOConfig
+from .implicit_prompt import with_word_boundary_prompts
 from .losses import (
     CHOSEN_CONDITIONAL,
     REJECTED_CONDITIONAL,
@@ -26,7 +27,8 @@ from .losses import (
     logps_by_kind,
     wpo_pair_weights,
 )
-from .prefix_sharing import tree_attention_mask
+from .prefix_sharing import check_prefix_sharing_support, tree_attention_mask
+from .validation import VISION_COLUMNS, check_finite_loss, first_example, prepare_preference_dataset, vision_error
 
 
 logger = get_logger(__name__)
@@ -87,6 +89,28 @@ class InSPOTrainer(DPOTrainer):
     Arguments are those of [`trl.DPOTrainer`]; `args` may be an [`InSPOConfig`] or a plain [`trl.DPOConfig`] (upgraded
     with the InSPO defaults).
 
+    Datasets are checked when they are prepared (see `trl_inspo.validation`): a dataset that cannot be used raises an
+    [`~trl_inspo.validation.InSPODataError`] naming the column, an example row and the fix; rows that cannot train are
+    dropped and counted, rows that the collator will truncate are counted, and a warning summarises both.
+    `InSPOConfig.strict_data` turns any of these conditions into an error. A NaN or infinite training loss stops
+    training with a [`~trl_inspo.validation.NonFiniteLossError`] before the optimizer step.
+
+    Attributes:
+        inspo_dropped (`dict[str, dict[str, int]]`):
+            For each prepared dataset split (`"train"`, `"eval"`, or the key of an `eval_dataset` dict), the number of
+            rows dropped for each reason: `"empty_response"` (chosen or rejected empty or whitespace-only, the EOS token
+            TRL appends not counting as content), `"identical_responses"` (chosen and rejected are the same tokens),
+            `"prompt_too_long"` (with `max_length`, one of the pair's two rows keeps no scored target token, or does not
+            fit). Each dropped row is counted once, under the first reason in this order, so `rows in = rows kept +
+            sum(inspo_dropped[split].values())`.
+        inspo_truncated (`dict[str, dict[str, int]]`):
+            For each split, the number of kept pairs that the collator will cut to fit `max_length`:
+            `"prompt_truncated"`, `"alternative_truncated"`, `"alternative_removed"`, `"target_truncated"` (a pair is
+            counted once per reason if either of its two rows is affected).
+
+        For an `IterableDataset` both are updated in place while rows are streamed (each pass over the data counts
+        again; with `dataloader_num_workers > 0` the counting happens in the worker processes and is not seen here).
+
     Example:
 
     ```python
@@ -135,13 +159,10 @@ class InSPOTrainer(DPOTrainer):
             args = InSPOConfig.from_dpo_config(args)
 
         if train_dataset is not None:
-            sample = next(iter(train_dataset))
-            if "image" in sample or "images" in sample:
-                raise ValueError(
-                    "InSPOTrainer does not support vision datasets (the dataset has an 'image'/'images' column): the "
-                    "alternative response cannot be placed inside a vision-language model's processed input. Train "
-                    "on text-only preference data, or use trl.DPOTrainer for vision data."
-                )
+            sample = first_example(train_dataset, "train")
+            for column in VISION_COLUMNS:
+                if column in sample:
+                    raise vision_error("train", column)
 
         if args.reference_free and ref_model is not None:
             raise ValueError(
@@ -160,12 +181,20 @@ class InSPOTrainer(DPOTrainer):
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(
-                    "The tokenizer has neither a pad token nor an EOS token. Set one before creating the trainer, "
-                    "e.g. `tokenizer.pad_token = tokenizer.eos_token = '</s>'` (a token in the vocabulary)."
+                    "The tokenizer has neither a pad token nor an EOS token, so batches cannot be padded. Set one "
+                    "before creating the trainer, e.g. `tokenizer.pad_token = tokenizer.eos_token = '</s>'`, or pass "
+                    "`pad_token='<token>'` in the config (a token of the vocabulary)."
                 )
             tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.pad_token not in tokenizer.get_vocab():
+            raise ValueError(
+                f"The pad token {tokenizer.pad_token!r} is not in the tokenizer's vocabulary. Use a token of the "
+                "vocabulary (e.g. `pad_token=tokenizer.eos_token`), or add it with `tokenizer.add_special_tokens` and "
+                "resize the model's embeddings."
+            )
         if data_collator is None:
             data_collator = self.build_collator(args, tokenizer)
+        self._inspo_collator = data_collator  # its truncation rules decide which rows `_prepare_dataset` counts
 
         # A model instance built from a config has no path to reload the reference from: copy it instead.
         if (
@@ -196,6 +225,13 @@ class InSPOTrainer(DPOTrainer):
                 quantization_config=quantization_config,
                 peft_config=peft_config,
             )
+        self._check_prefix_sharing()
+
+    def _check_prefix_sharing(self):
+        if self.args.prefix_sharing:
+            for model in (self.model, self.ref_model):
+                if model is not None:
+                    check_prefix_sharing_support(model)
 
     @staticmethod
     def build_collator(args: InSPOConfig, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForInSPO:
@@ -211,6 +247,7 @@ class InSPOTrainer(DPOTrainer):
             separator_ids=separator_ids,
             symmetric_truncation=args.symmetric_truncation,
             pad_to_multiple_of=args.pad_to_multiple_of,
+            prefix_sharing=args.prefix_sharing,
         )
 
     # ------------------------------------------------------------------ resume
@@ -348,10 +385,36 @@ class InSPOTrainer(DPOTrainer):
             f"| Option | Value |\n|---|---|\n{table}\n"
         )
 
+    # ------------------------------------------------------------------ data checks
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """TRL's preparation (prompt extraction, EOS, tokenization) inside InSPO's checks: clear errors for unusable
+        datasets, rows that cannot train dropped and counted in `inspo_dropped`, truncated rows counted in
+        `inspo_truncated` (see `trl_inspo.validation`)."""
+        collator = getattr(self, "data_collator", None)
+        if not isinstance(collator, DataCollatorForInSPO):
+            collator = getattr(self, "_inspo_collator", None)
+        if not isinstance(collator, DataCollatorForInSPO):  # a custom collator: count with the default layout
+            tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+            collator = self.build_collator(args, tokenizer)
+        # Implicit prompts of text datasets end at a word boundary (see `trl_inspo.implicit_prompt`)
+        base_prepare = with_word_boundary_prompts(super()._prepare_dataset)
+        return prepare_preference_dataset(self, base_prepare, dataset, processing_class, args, dataset_name, collator)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """`DPOTrainer.compute_loss`, stopped with a [`~trl_inspo.validation.NonFiniteLossError`] (before the backward
+        pass and the optimizer step) when the training loss is NaN or infinite."""
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            check_finite_loss(self, result[0] if return_outputs else result)
+        return result
+
     # ------------------------------------------------------------------ reference values
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if self.args.reference_free:
             return dataset
+        self._check_prefix_sharing()  # the reference forward below already uses the tree layout
         # TRL caches on (dataset, model); InSPO's reference values also depend on the pair layout and on LD-DPO's
         # `ld_alpha` (it weights the reference tokens), so key on them too.
         model_hash = self._precompute_model_hash
