@@ -128,6 +128,26 @@ def test_non_text_value_in_a_stream(base):
         list(prepare(base, data))
 
 
+def test_empty_list_in_a_standard_stream(base):
+    rows = make_rows(4)
+    rows[2]["chosen"] = []
+    data = IterableDataset.from_generator(lambda: iter(rows))
+    with pytest.raises(InSPODataError, match=expect("Column 'chosen' of the check dataset holds a value that is "
+                                                     "neither a string nor a list of messages (row 2: list [])")):
+        list(prepare(base, data))
+
+
+def test_messages_with_inconsistent_field_types_in_a_stream(base):
+    rows = [
+        {"prompt": conv("user", "hi"), "chosen": conv("assistant", "a"), "rejected": conv("assistant", "b")},
+        {"prompt": conv("user", "hi"), "chosen": conv("assistant", "a"), "rejected": [{"role": "x", "content": 5}]},
+    ]
+    data = IterableDataset.from_generator(lambda: iter(rows))
+    with pytest.raises(InSPODataError, match=expect("Column 'rejected' of the check dataset holds values that cannot "
+                                                     "be read as one type in the rows 0-1")):
+        list(prepare(base, data))
+
+
 def test_vision_train_and_eval_datasets(tmp_path, model_factory, tokenizer, preference_dataset):
     vision = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c", "image": "x.png"}])
     with pytest.raises(InSPODataError, match=expect("The train dataset has an image column ('image'): InSPOTrainer "

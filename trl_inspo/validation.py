@@ -294,6 +294,10 @@ def example_kinds(example: dict, columns, name: str, row: int = 0) -> dict[str, 
     if len(known) > 1:
         raise _mixed_error(name, {c: k for c, k in kinds.items() if k != "empty_list"}, row)
     kind = known.pop() if known else "conversational"
+    if kind == "standard":  # an empty list is not an empty string
+        for column, column_kind in kinds.items():
+            if column_kind == "empty_list":
+                raise _bad_value_error(name, column, row, example[column])
     return {c: kind for c in kinds}
 
 
@@ -622,11 +626,19 @@ def python_batch_to_arrow(batch: dict, columns, kinds: dict, name: str, rows: np
             kind = python_kind(value)
             if kind is None:
                 raise _bad_value_error(name, column, int(rows[i]), value)
-            if kind != "empty_list" and expected is not None and kind != expected:
+            if kind == "empty_list" and expected == "standard":
+                raise _bad_value_error(name, column, int(rows[i]), value)
+            if kind != "empty_list" and kind != expected:
                 raise _mixed_error(
                     name, {column: kind}, int(rows[i]), detail=f", while earlier rows are {expected}"
                 )
-        arrays[column] = pa.array(values)
+        try:
+            arrays[column] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. messages whose fields have different types
+            raise InSPODataError(
+                f"Column '{column}' of the {name} dataset holds values that cannot be read as one type in the rows "
+                f"{int(rows[0])}-{int(rows[-1])} ({error}). Give every message the same fields with the same types."
+            ) from error
     return pa.table(arrays)
 
 
@@ -639,8 +651,9 @@ def check_finite_loss(trainer, loss: torch.Tensor) -> None:
     if bool(finite):
         return
     args, state = trainer.args, trainer.state
-    value = loss.detach().float().reshape(-1)
-    value = value[~torch.isfinite(value)][0].item() if value.numel() else float("nan")
+    local = loss.detach().float().reshape(-1)
+    local = local[~torch.isfinite(local)]
+    value = f"{local[0].item()}" if local.numel() else "non-finite on another process"
     step = state.global_step + 1
     bad_params = [n for n, p in trainer.model.named_parameters() if p.numel() and not torch.isfinite(p).all()]
     if bad_params:
