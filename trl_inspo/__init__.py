@@ -10,14 +10,17 @@ from .collator import DataCollatorForInSPO, inspo_segment_lengths
 from .config import InSPOConfig, InSPOConfigError
 from .losses import InSPOLogps, combined_preference_loss, inspo_logps, logps_by_kind, preference_loss
 from .trainer import InSPOTrainer
+from .validation import InSPODataError, NonFiniteLossError
 
 
 __all__ = [
     "DataCollatorForInSPO",
     "InSPOConfig",
     "InSPOConfigError",
+    "InSPODataError",
     "InSPOLogps",
     "InSPOTrainer",
+    "NonFiniteLossError",
     "combined_preference_loss",
     "inspo_logps",
     "logps_by_kind",
