@@ -107,7 +107,7 @@ def test_paper_config_header_says_gpu_hardware_and_launch_command(path, tmp_path
     argv = shlex.split(launch[0])
     config_file = argv[argv.index("--config_file") + 1]
     assert Path(config_file).parent.as_posix() == "examples/accelerate_configs"
-    assert Path(config_file).name in ACCELERATE_CONFIGS
+    assert Path(config_file).name in ACCELERATE_CONFIGS and (REPO / config_file).is_file()
     script = argv[argv.index("--config_file") + 2]
     assert (REPO / script).is_file() and script == "examples/scripts/inspo.py"
     assert argv[argv.index("--config") + 1] == path.relative_to(REPO).as_posix()
