@@ -73,7 +73,7 @@ def formula(loss_type, pol, ref, cond, beta, ls=0.0, gamma=0.5, alpha=0.0, tau=0
             rho_w, rho_l = p[w] - ref[i][rw], p[l] - ref[i][rl]
             d = rho_w - rho_l
         if loss_type == "sigmoid":
-            v = -logsigmoid(beta * d - alpha * (Lw - Ll))
+            v = -logsigmoid(beta * d + alpha * (Lw - Ll))
         elif loss_type == "hinge":
             v = max(0.0, 1 - beta * d)
         elif loss_type == "ipo":
@@ -202,10 +202,14 @@ def test_rdpo_length_penalty(tmp_path, model_factory, tokenizer, preference_data
     pol, ref = independent(trainer.model), independent(trainer.ref_model)
     loss, _ = run_loss(trainer)
     assert loss == pytest.approx(formula("sigmoid", pol, ref, cond=True, beta=0.5, alpha=0.2), abs=1e-5)
-    # a longer chosen response is penalised: pair 1 has |y_w| - |y_l| = 1 > 0, so its loss grows with alpha
-    base, _ = run_loss(make_trainer(tmp_path, model_factory, tokenizer, preference_dataset, beta=0.5), PAIRS[1:2])
-    penalised, _ = run_loss(trainer, PAIRS[1:2])
-    assert penalised > base
+    # R-DPO penalises length in the implicit reward. Pair 1's chosen response is the longer one: part of the preference
+    # is explained by length, so its loss (and the push towards the long answer) shrinks with alpha. Pair 2's chosen
+    # response is the shorter one: its loss grows.
+    plain = make_trainer(tmp_path, model_factory, tokenizer, preference_dataset, beta=0.5)
+    assert len(PAIRS[1]["chosen_ids"]) > len(PAIRS[1]["rejected_ids"])
+    assert run_loss(trainer, PAIRS[1:2])[0] < run_loss(plain, PAIRS[1:2])[0]
+    assert len(PAIRS[2]["chosen_ids"]) < len(PAIRS[2]["rejected_ids"])
+    assert run_loss(trainer, PAIRS[2:3])[0] > run_loss(plain, PAIRS[2:3])[0]
 
 
 def test_orpo_as_sft_plus_odds_ratio(tmp_path, model_factory, tokenizer, preference_dataset):

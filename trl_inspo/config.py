@@ -72,8 +72,10 @@ class InSPOConfig(DPOConfig):
         simpo_gamma (`float`, *optional*, defaults to `0.5`):
             Target reward margin gamma of the `"simpo"` loss.
         rdpo_alpha (`float`, *optional*, defaults to `0.0`):
-            R-DPO length penalty: the `"sigmoid"` margin becomes `beta * (rho_w - rho_l) - rdpo_alpha * (|y_w| -
-            |y_l|)`, which penalises a chosen response longer than the rejected one.
+            R-DPO length penalty (Park et al., 2024): the `"sigmoid"` margin becomes `beta * (rho_w - rho_l) +
+            rdpo_alpha * (|y_w| - |y_l|)`, the Bradley-Terry margin of the length-regularised reward
+            `r - rdpo_alpha * |y|`: the implicit reward `beta * rho` of a longer response is penalised by `rdpo_alpha`
+            per token, so a longer chosen response earns less push.
         prefix_sharing (`bool`, *optional*, defaults to `False`):
             Pack each pair into one row `x[:-1] | x[-1] y_w | x[-1] y_l | y_l | y_w` whose branches attend to their
             ancestors only (a 4D attention mask) and continue their parent's position ids: the prompt is processed
@@ -145,8 +147,8 @@ class InSPOConfig(DPOConfig):
     rdpo_alpha: float = field(
         default=0.0,
         metadata={
-            "help": "R-DPO length penalty on the `'sigmoid'` margin: `beta * (rho_w - rho_l) - rdpo_alpha * (|y_w| - "
-            "|y_l|)`."
+            "help": "R-DPO length penalty on the `'sigmoid'` margin: `beta * (rho_w - rho_l) + rdpo_alpha * (|y_w| - "
+            "|y_l|)`, the margin of the length-regularised reward `r - rdpo_alpha * |y|` (Park et al., 2024)."
         },
     )
     prefix_sharing: bool = field(

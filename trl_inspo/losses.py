@@ -170,8 +170,10 @@ def preference_loss(
         delta = chosen_scores - rejected_scores
 
     if loss_type == "sigmoid":
-        # DPO; R-DPO adds a length penalty on the margin (Park et al., 2024)
-        logits = beta * delta - rdpo_alpha * (chosen_lengths - rejected_lengths)
+        # DPO. R-DPO (Park et al., 2024) maximises E[r - alpha |y|] - beta KL, so r = beta log(pi/pi_ref) + alpha |y|
+        # + const and the Bradley-Terry margin gains + alpha (|y_w| - |y_l|): a longer chosen response needs a smaller
+        # log-ratio margin, i.e. the implicit reward is penalised by alpha per token
+        logits = beta * delta + rdpo_alpha * (chosen_lengths - rejected_lengths)
         return -F.logsigmoid(logits)
     if loss_type == "hinge":  # SLiC (Zhao et al., 2023)
         return torch.relu(1 - beta * delta)
