@@ -1,6 +1,6 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
-"""Dataset formats: conversational (chat template, multi-turn prompt) and implicit-prompt (`chosen`/`rejected` only, like
-HH-RLHF), as strings and as message lists.
+"""Dataset formats: conversational (chat template, multi-turn prompt) and implicit-prompt (`chosen`/`rejected` only,
+like HH-RLHF), as strings and as message lists.
 
 The segment layout is checked on the rendered conversations: each collated row decodes to
 `prompt (ending with the generation prompt) + alternative turn + target turn`, where the alternative segment is exactly
@@ -18,8 +18,8 @@ from .conftest import config_kwargs
 
 END_OF_TURN = "<|im_end|>"
 GENERATION_PROMPT = "<|im_start|>assistant\n"
-# The test's own template: every turn ends with the end-of-turn token (no trailing newline), the generation prompt opens
-# an assistant turn. `<|im_start|>`/`<|im_end|>` are special tokens of the tiny tokenizer.
+# The test's own template: every turn ends with the end-of-turn token (no trailing newline), the generation prompt
+# opens an assistant turn. `<|im_start|>`/`<|im_end|>` are special tokens of the tiny tokenizer.
 TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
@@ -41,7 +41,12 @@ def assistant(text):
 # Multi-turn prompts (with a system turn and an earlier assistant turn), then the two candidate replies.
 CONVERSATIONS = [
     (
-        [{"role": "system", "content": "be good"}, user("what is two plus two?"), assistant("four"), user("and three?")],
+        [
+            {"role": "system", "content": "be good"},
+            user("what is two plus two?"),
+            assistant("four"),
+            user("and three?"),
+        ],
         "five",
         "six",
     ),
@@ -57,10 +62,11 @@ def conversational_rows(implicit: bool):
     return [{"prompt": p, "chosen": [assistant(c)], "rejected": [assistant(r)]} for p, c, r in CONVERSATIONS]
 
 
-# HH-RLHF-style implicit-prompt strings: (question, chosen reply, rejected reply, words both replies start with). With no
-# prompt column, the prompt is the common start of chosen and rejected, cut back to a word boundary: replies that share
-# their first letters ("four"/"five", "sure"/"sorry") stay whole (TRL's character-level rule would cut them inside the
-# word, e.g. "...Assistant: f" + "ive" + "our"), and shared first words ("the") are part of the prompt, as in TRL.
+# HH-RLHF-style implicit-prompt strings: (question, chosen reply, rejected reply, words both replies start with). With
+# no prompt column, the prompt is the common start of chosen and rejected, cut back to a word boundary: replies that
+# share their first letters ("four"/"five", "sure"/"sorry") stay whole (TRL's character-level rule would cut them
+# inside the word, e.g. "...Assistant: f" + "ive" + "our"), and shared first words ("the") are part of the prompt, as
+# in TRL.
 HH = [
     ("what is two plus two?", " four", " five", ""),
     ("what is the cat on?", " the cat sat on the mat", " the dog", " the"),

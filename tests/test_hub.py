@@ -2,9 +2,9 @@
 """Model card and Hub upload.
 
 The card is TRL's (metadata, tags, citation) plus an "InSPO training options" section. Uploads go through
-`Trainer.push_to_hub` -> `HfApi.create_repo` / `HfApi.upload_folder` -> `create_commit` of `huggingface_hub`, unchanged;
-only the HTTP layer underneath is replaced by an in-process fake Hub (`huggingface_hub.set_client_factory` with an
-`httpx2.MockTransport`), which records what a real push would send. Nothing leaves the machine.
+`Trainer.push_to_hub` -> `HfApi.create_repo` / `HfApi.upload_folder` -> `create_commit` of `huggingface_hub`,
+unchanged; only the HTTP layer underneath is replaced by an in-process fake Hub (`huggingface_hub.set_client_factory`
+with an `httpx2.MockTransport`), which records what a real push would send. Nothing leaves the machine.
 """
 
 import base64
@@ -28,7 +28,8 @@ from .conftest import config_kwargs, make_rows
 
 class FakeHub:
     """The Hub endpoints a model push uses, answered in-process: repo creation, README metadata validation, the
-    preupload check (every file as a regular git blob, so that contents travel in the commit payload) and the commit."""
+    preupload check (every file as a regular git blob, so that contents travel in the commit payload) and the
+    commit."""
 
     def __init__(self):
         self.created = []  # repo ids
@@ -47,9 +48,8 @@ class FakeHub:
             return httpx2.Response(200, json={"errors": [], "warnings": []})
         if request.method == "POST" and "/preupload/" in path:
             files = json.loads(request.content)["files"]
-            return httpx2.Response(
-                200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
-            )
+            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+            return httpx2.Response(200, json={"files": modes})
         if request.method == "POST" and "/commit/" in path:
             repo_id = path.split("/api/models/")[1].split("/commit/")[0]
             items = [json.loads(line) for line in request.content.splitlines() if line.strip()]

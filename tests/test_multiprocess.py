@@ -68,12 +68,13 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_model_
         str(SCRIPT), *common, "--batch_size", "2", "--output_json", str(tmp_path / "two.json"),
         "--output_dir", str(tmp_path / "two"),
     ]  # fmt: skip
-    two_procs = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    two_procs = subprocess.Popen(
+        launch, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         # Meanwhile, the single-process baseline runs the same script in this process.
-        one = load_script().run(
-            [*common, "--batch_size", "4", "--output_json", str(tmp_path / "one.json"), "--output_dir", str(tmp_path / "one")]
-        )
+        one_args = ["--batch_size", "4", "--output_json", str(tmp_path / "one.json")]
+        one = load_script().run([*common, *one_args, "--output_dir", str(tmp_path / "one")])
         output, _ = two_procs.communicate(timeout=300)
     finally:
         if two_procs.poll() is None:

@@ -2,8 +2,8 @@
 """LoRA and QLoRA (4-bit NF4, bitsandbytes on CPU) through TRL's `peft_config` path.
 
 The reference is the base model with the adapter disabled: no second model is kept in memory. Each test trains a few
-steps, checks that only adapter weights moved, saves the adapter, reloads it on the base model read from disk, merges it
-and generates from the prompt alone.
+steps, checks that only adapter weights moved, saves the adapter, reloads it on the base model read from disk, merges
+it and generates from the prompt alone.
 """
 
 from pathlib import Path
@@ -24,8 +24,9 @@ LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_p
 
 @pytest.fixture(scope="module")
 def qlora_model_dir(tmp_path_factory, tokenizer_factory):
-    """A tiny Llama saved to disk for 4-bit loading. bitsandbytes quantizes in blocks of 64 values and its CPU inference
-    kernel repacks weights per block, so the layers are 64 wide (a 32-wide layer holds less than one block)."""
+    """A tiny Llama saved to disk for 4-bit loading. bitsandbytes quantizes in blocks of 64 values and its CPU
+    inference kernel repacks weights per block, so the layers are 64 wide (a 32-wide layer holds less than one
+    block)."""
     from trl_inspo.tiny import build_model
 
     path = tmp_path_factory.mktemp("tiny-llama-64")

@@ -2,8 +2,8 @@
 """`precompute_ref_log_probs=True`: reference values computed once before training, cached like TRL caches its own.
 
 InSPOTrainer stores two values per example in each of TRL's `ref_chosen_logps` / `ref_rejected_logps` columns
-(`[conditional, prompt_only]`), so one precompute serves both `reference_conditioning` values, the unconditional loss term
-and the unconditional metrics.
+(`[conditional, prompt_only]`), so one precompute serves both `reference_conditioning` values, the unconditional loss
+term and the unconditional metrics.
 """
 
 import json
@@ -121,9 +121,9 @@ def _ref_cache_file(dataset):
 
 def test_layout_changes_do_not_reuse_a_stale_cache(tmp_path, model_factory, tokenizer, disk_dataset):
     def precompute(name, **overrides):
-        # `max_length=None`: TRL's length filter hashes the whole config into the tokenized dataset's fingerprint, which
-        # would give every config its own cache and hide a stale one; without it, only the data, the reference model and
-        # InSPO's layout key decide whether the cache is reused.
+        # `max_length=None`: TRL's length filter hashes the whole config into the tokenized dataset's fingerprint,
+        # which would give every config its own cache and hide a stale one; without it, only the data, the reference
+        # model and InSPO's layout key decide whether the cache is reused.
         overrides.setdefault("max_length", None)
         args = InSPOConfig(**config_kwargs(tmp_path / name, precompute_ref_log_probs=True, **overrides))
         return InSPOTrainer(

@@ -5,8 +5,8 @@ TRL's `extract_prompt` takes the longest common *character* prefix of two text r
 harmless: each row is still `prompt + response`, the original text. InSPO rows put one response after the other,
 `x + y_l + y_w`, so a prompt that ends inside a word cuts both responses: with
 `"...Assistant: four"` / `"...Assistant: five"` TRL's prompt is `"...Assistant: f"`, and the row reads
-`"...Assistant: five</s>our</s>"`: the target `"our"` is not the chosen reply. Here the prompt is cut back to the start of
-the word in which the responses diverge, so each response begins at a word boundary (with its leading space, as in
+`"...Assistant: five</s>our</s>"`: the target `"our"` is not the chosen reply. Here the prompt is cut back to the start
+of the word in which the responses diverge, so each response begins at a word boundary (with its leading space, as in
 TRL). Conversational rows split on whole messages already and keep TRL's rule.
 """
 
@@ -52,7 +52,10 @@ def with_word_boundary_prompts(prepare):
         if "prompt" not in example and isinstance(example.get("chosen"), str):
             map_kwargs = {}
             if isinstance(dataset, Dataset):  # IterableDataset.map takes neither num_proc nor desc
-                map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Extracting prompt from {dataset_name} dataset"}
+                map_kwargs = {
+                    "num_proc": args.dataset_num_proc,
+                    "desc": f"Extracting prompt from {dataset_name} dataset",
+                }
             with global_then_local_main_first():
                 dataset = dataset.map(extract_prompt, **map_kwargs)
         return prepare(dataset, processing_class, args, dataset_name)

@@ -369,7 +369,8 @@ class InSPOTrainer(DPOTrainer):
         dpo_options += ["max_length", "truncation_mode", "precompute_ref_log_probs"]
         dpo_names = {f.name for f in fields(DPOConfig)}
         inspo_options = [f.name for f in fields(InSPOConfig) if f.name not in dpo_names]
-        rows += [(f"`{name}`", cell(getattr(args, name))) for name in inspo_options + dpo_options if hasattr(args, name)]
+        names = [name for name in inspo_options + dpo_options if hasattr(args, name)]
+        rows += [(f"`{name}`", cell(getattr(args, name))) for name in names]
         rows += [
             (f"`{name}`", cell(getattr(args, name)))
             for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps")
