@@ -333,7 +333,8 @@ class InSPOTrainer(DPOTrainer):
             reference = "none (reference-free loss)"
         elif self.ref_model is not None:
             reference = "a separate frozen model"
-            ref_id = get_config_model_id(self.ref_model.config)
+            ref_config = getattr(self.accelerator.unwrap_model(self.ref_model), "config", None)
+            ref_id = get_config_model_id(ref_config) if ref_config is not None else None
             if ref_id:
                 reference += f" (`{ref_id}`)"
         elif is_peft_model(unwrapped):
