@@ -1,0 +1,368 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""How InSPO's cost against `trl.DPOTrainer` scales with the response and the prompt length.
+
+Part `lengths`: synthetic pairs of exact token lengths (no padding), the Llama-shaped 32k-vocabulary model of
+`throughput.py`, a live reference model, one training step timed as in `throughput.py` (median of `--steps` steps after
+`--warmup`, each run in a fresh subprocess, `--repeats` interleaved repeats). Two sweeps:
+
+- response length 64 .. 1024 tokens at a 64-token prompt;
+- prompt length 64 .. 1024 tokens at 64-token responses.
+
+For every point it records the InSPO/DPO time ratio of the two-row and the prefix-shared layouts, the token ratio
+(`2(x + y_w + y_l) / (2x + y_w + y_l)` and `(x + 2y_w + 2y_l + 1) / (2x + y_w + y_l)`) and the peak-memory ratio, and
+plots them (`scaling_response.png`, `scaling_prompt.png`).
+
+Part `attention`: memory and time of one forward + backward of the backbone (no LM head, so attention is what
+changes) over prefix-shared rows of growing length, with `sdpa` (dense boolean 4D mask), `eager` (additive 4D mask,
+`T x T` scores per head) and `flex_attention` (block mask; compiled on first use), against the same pairs in the
+two-row layout with the causal `sdpa` path (`scaling_attention.png`).
+
+Usage (from the repository root; `--smoke` runs a seconds-long version on a tiny model):
+
+```bash
+python benchmarks/scaling.py --output benchmarks/results/scaling.json
+python benchmarks/scaling.py --smoke --output /tmp/scaling_smoke.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import perf_common as pc  # noqa: E402
+
+
+LENGTHS = (64, 128, 256, 512, 1024)
+
+
+def length_cases(args, tokenizer_dir: str) -> list[dict]:
+    cases = []
+    lengths = (16, 32) if args.smoke else args.lengths
+    base = 16 if args.smoke else 64
+    for sweep in args.sweeps:
+        for length in lengths:
+            prompt, response = (base, length) if sweep == "response" else (length, base)
+            for lm_head in args.lm_head:
+                for method in pc.METHODS:
+                    cases.append(
+                        dict(
+                            label=f"{sweep}={length}/{lm_head}/{method}",
+                            sweep=sweep,
+                            length=length,
+                            prompt_tokens=prompt,
+                            response_tokens=response,
+                            method=method,
+                            model="tiny" if args.smoke else "llama-32k",
+                            data="fixed",
+                            batch_size=args.batch_size,
+                            warmup=args.warmup,
+                            steps=args.steps,
+                            reference="live",
+                            lm_head=lm_head,
+                            attn="sdpa",
+                            threads=args.threads,
+                            tokenizer_dir=tokenizer_dir,
+                            seed=0,
+                        )
+                    )
+    return cases
+
+
+def length_table(summary: dict) -> list[dict]:
+    rows = []
+    for (sweep, length, lm_head, method), s in sorted(summary.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        base = summary.get((sweep, length, lm_head, "dpo"))
+        if base is None:
+            continue
+        rows.append(
+            {
+                "sweep": sweep,
+                "length": length,
+                "lm_head": lm_head,
+                "method": method,
+                "step_time_s": s["step_time_s"],
+                "step_time_spread_s": s["step_time_spread_s"],
+                "tokens_per_step": s["tokens_per_step"],
+                "positions_per_step": s["positions_per_step"],
+                "scored_per_step": s["scored_per_step"],
+                "tokens_per_s": s["tokens_per_s"],
+                "step_peak_increase_mib": s["step_peak_increase_mib"],
+                "time_ratio": pc.ratio(s["step_time_s"], base["step_time_s"]),
+                "token_ratio": pc.ratio(s["tokens_per_step"], base["tokens_per_step"]),
+                "memory_ratio": pc.ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"]),
+            }
+        )
+    rows.sort(key=lambda r: (r["sweep"], r["lm_head"], r["length"], pc.METHODS.index(r["method"])))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------- attention
+def attention_case(case: dict) -> dict:
+    """One forward + backward of the backbone over `case['pairs']` pairs of total prefix-shared row length
+    ~`case['row_tokens']` (prompt 64 tokens, equal responses), in layout `case['layout']` (`tree` or `two_row`) with
+    attention implementation `case['attn']`. Returns the median time and the peak RSS increase of the measured calls
+    (the first `flex_attention` call compiles and is not measured)."""
+    import torch
+
+    from trl_inspo.collator import DataCollatorForInSPO
+    from trl_inspo.prefix_sharing import tree_attention_mask
+    from trl_inspo.tiny import build_model
+
+    torch.set_num_threads(case["threads"])
+    shape = dict(pc.MODEL_SHAPES[case["model"]])
+    prompt = case["prompt_tokens"]
+    response = max(1, (case["row_tokens"] - prompt - 1) // 4)
+    g = torch.Generator().manual_seed(0)
+    vocab = 1000
+
+    def ids(n):
+        return torch.randint(10, vocab, (n,), generator=g).tolist()
+
+    examples = [{"prompt_ids": ids(prompt), "chosen_ids": ids(response), "rejected_ids": ids(response)}
+                for _ in range(case["pairs"])]  # fmt: skip
+    collator = DataCollatorForInSPO(pad_token_id=0, prefix_sharing=case["layout"] == "tree")
+    batch = collator(examples)
+
+    class _Tok:  # build_model reads these ids only
+        bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+        def __len__(self):
+            return vocab
+
+    model = build_model(_Tok(), attn_implementation=case["attn"], max_position_embeddings=8192, **shape)
+    backbone = model.model
+    rss_load = pc.current_rss_mib()
+
+    def step():
+        kwargs = {"input_ids": batch["input_ids"], "use_cache": False}
+        if case["layout"] == "tree":
+            kwargs["attention_mask"] = tree_attention_mask(batch["tree_segment_ids"], case["attn"], model.dtype)
+            kwargs["position_ids"] = batch["position_ids"]
+        else:
+            kwargs["attention_mask"] = batch["attention_mask"]
+        hidden = backbone(**kwargs).last_hidden_state
+        hidden.float().pow(2).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    compile_s = None
+    if case["attn"] == "flex_attention":
+        t0 = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - t0
+    times, peaks = [], []
+    for _ in range(case["calls"]):
+        pc.reset_peak_rss()
+        start_rss = pc.current_rss_mib()
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        peaks.append(pc.peak_rss_mib() - start_rss)
+    times.sort()
+    return {
+        "case": case,
+        "row_width": int(batch["input_ids"].size(1)),
+        "rows": int(batch["input_ids"].size(0)),
+        "tokens": int(batch["attention_mask"].sum()),
+        "response_tokens": response,
+        "time_s": times[len(times) // 2],
+        "first_call_s": compile_s,
+        "peak_increase_mib": max(peaks),
+        "rss_after_load_mib": rss_load,
+    }
+
+
+def run_attention_cases(cases: list[dict], in_process: bool) -> list[dict]:
+    results = []
+    for case in cases:
+        print(f"[bench] attention {case['layout']}/{case['attn']}/{case['row_tokens']}", file=sys.stderr, flush=True)
+        if in_process:
+            results.append(attention_case(case))
+            continue
+        env = dict(os.environ, **pc.MALLOC_ENV)
+        env["PYTHONPATH"] = os.pathsep.join([str(pc.REPO_ROOT), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+        proc = subprocess.run(
+            [sys.executable, "-c", "import json, sys, scaling; "
+             "print('@@RESULT@@' + json.dumps(scaling.attention_case(json.loads(sys.argv[1]))))", json.dumps(case)],
+            capture_output=True, text=True, env=env, cwd=pc.REPO_ROOT,
+        )  # fmt: skip
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
+        if lines:
+            results.append(json.loads(lines[0][len("@@RESULT@@") :]))
+        else:  # e.g. flex_attention failing to compile: record the error, keep going
+            results.append({"case": case, "error": proc.stderr[-2000:]})
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------- plots
+def plot_lengths(table: list[dict], sweep: str, lm_head: str, path: Path, machine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {"inspo": "tab:blue", "inspo_ps": "tab:orange"}
+    for method in ("inspo", "inspo_ps"):
+        rows = [r for r in table if r["sweep"] == sweep and r["lm_head"] == lm_head and r["method"] == method]
+        if not rows:
+            continue
+        x = [r["length"] for r in rows]
+        label = pc.METHOD_LABELS[method]
+        axes[0].plot(x, [r["time_ratio"] for r in rows], "o-", color=colors[method], label=f"{label}: time")
+        axes[0].plot(x, [r["token_ratio"] for r in rows], "--", color=colors[method], label=f"{label}: tokens")
+        axes[1].plot(x, [r["memory_ratio"] for r in rows], "o-", color=colors[method], label=f"{label}: peak memory")
+        axes[1].plot(x, [r["token_ratio"] for r in rows], "--", color=colors[method], label=f"{label}: tokens")
+    other = "prompt 64 tokens" if sweep == "response" else "responses 64 tokens"
+    for ax, title in zip(axes, ("step time / DPO step time", "step peak memory / DPO's")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{sweep} length (tokens; {other})")
+        ax.set_ylabel("InSPO / DPOTrainer")
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"InSPO vs DPOTrainer, {sweep} sweep (Llama 4x256, vocab 32k, fp32; {machine}; LM head: {lm_head})",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_attention(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = {}
+    for r in results:
+        if "error" in r:
+            continue
+        key = f"{r['case']['layout']} / {r['case']['attn']}"
+        series.setdefault(key, []).append(r)
+    for key, rs in sorted(series.items()):
+        rs.sort(key=lambda r: r["case"]["row_tokens"])
+        x = [r["case"]["row_tokens"] for r in rs]
+        axes[0].plot(x, [r["peak_increase_mib"] for r in rs], "o-", label=key)
+        axes[1].plot(x, [r["time_s"] for r in rs], "o-", label=key)
+    for ax, ylabel in zip(axes, ("peak RSS increase (MiB)", "forward + backward (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("prefix-shared row length (tokens per pair)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Backbone forward+backward over one pair: tree row (4D mask) vs two causal rows", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny model, short lengths, in-process")
+    parser.add_argument("--parts", nargs="+", default=["lengths", "attention"], choices=["lengths", "attention"])
+    parser.add_argument("--sweeps", nargs="+", default=["response", "prompt"], choices=["response", "prompt"])
+    parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
+    parser.add_argument("--lm-head", nargs="+", default=["stock"], choices=["stock", "compact"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1, help="pairs per step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--attention-rows", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--attention-impls", nargs="+", default=["sdpa", "eager", "flex_attention"])
+    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--max-load", type=float, default=None)
+    parser.add_argument("--max-wait", type=float, default=2400.0)
+    parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
+    parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
+    args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.smoke:
+        args.repeats, args.warmup, args.steps, args.in_process = 1, 1, 2, True
+        args.sweeps = args.sweeps[:1]
+        args.attention_rows = [128, 256]
+        args.attention_impls = ["sdpa", "eager"]
+        args.threads = 1
+    plots_dir = args.plots_dir or args.output.parent
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    command = " ".join([Path(sys.executable).name] + sys.argv)
+    started = time.time()
+    tokenizer_dir = pc.prepare_tokenizer(None, vocab_size=2000)  # synthetic data only: pseudo-words
+    wait = pc.wait_for_quiet_machine(args.max_load, args.max_wait) if args.max_load else None
+    load_start = pc.load_average()
+    machine = pc.machine_info()
+    machine_label = f"{machine.get('cpu_model', 'CPU')}, {args.threads} threads"
+
+    payload = {
+        "benchmark": "scaling",
+        "command": command,
+        "machine": machine,
+        "load_average_start": load_start,
+        "wait_for_quiet": wait,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model_shape": pc.MODEL_SHAPES["tiny" if args.smoke else "llama-32k"],
+    }
+    plots = []
+    if "lengths" in args.parts:
+        cases = length_cases(args, tokenizer_dir)
+        log_path = None if args.smoke else args.output.with_suffix(".runs.jsonl")
+        if log_path is not None and log_path.exists():
+            log_path.unlink()
+        results = pc.run_cases(cases, args.repeats, args.in_process, log_path)
+        summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
+        table = length_table(summary)
+        payload["lengths"] = {"ratios": table, "runs": results}
+        for sweep in args.sweeps:
+            for lm_head in args.lm_head:
+                suffix = "" if lm_head == "stock" else f"_{lm_head}"
+                path = plots_dir / f"scaling_{sweep}{suffix}.png"
+                plot_lengths(table, sweep, lm_head, path, machine_label)
+                plots.append(str(path))
+        for r in table:
+            if r["method"] != "dpo":
+                print(f"{r['sweep']:8s} {r['length']:5d} {r['lm_head']:7s} {r['method']:9s} time {r['time_ratio']:.2f} "
+                      f"tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}")  # fmt: skip
+    if "attention" in args.parts:
+        cases = []
+        for row_tokens in args.attention_rows:
+            for layout, attn in [("two_row", "sdpa")] + [("tree", a) for a in args.attention_impls]:
+                cases.append(
+                    dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, row_tokens=row_tokens,
+                         prompt_tokens=16 if args.smoke else 64, pairs=1, calls=2 if args.smoke else 3,
+                         threads=args.threads)  # fmt: skip
+                )
+        results = run_attention_cases(cases, args.in_process)
+        payload["attention"] = results
+        path = plots_dir / "scaling_attention.png"
+        plot_attention(results, path)
+        plots.append(str(path))
+        for r in results:
+            if "error" in r:
+                print(f"attention {r['case']['layout']}/{r['case']['attn']}/{r['case']['row_tokens']}: ERROR")
+            else:
+                print(f"attention {r['case']['layout']:7s} {r['case']['attn']:14s} {r['case']['row_tokens']:5d} "
+                      f"peak +{r['peak_increase_mib']:.0f} MiB, {r['time_s']:.2f} s")  # fmt: skip
+    payload["load_average_end"] = pc.load_average()
+    payload["wall_time_s"] = time.time() - started
+    payload["plots"] = plots
+    pc.write_json(args.output, payload)
+    print(f"wrote {args.output} and {', '.join(plots)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""The performance benchmarks run (`--smoke`: tiny model, a few steps, seconds) and count what they claim to count.
+
+Each script runs as a subprocess, as a user would run it. The HH-RLHF sample is used when `../shared/data` has it,
+otherwise synthetic chat-like rows: nothing is skipped.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name, tmp_path, *extra):
+    output = tmp_path / f"{name}.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), "--smoke", "--output", str(output), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(output) as f:
+        return json.load(f), proc.stdout
+
+
+def test_throughput_smoke(tmp_path):
+    payload, stdout = run_script("throughput", tmp_path)
+    assert "| InSPO prefix-shared |" in stdout
+    for key in ("cpu_model", "torch", "trl", "date"):
+        assert payload["machine"][key]
+    assert payload["command"] and payload["load_average_start"] is not None
+    # The prefix-shared layout gives the two-row layout's log-probabilities (fp32)
+    [exact] = payload["prefix_sharing_exactness"]
+    assert exact["max_rel_diff"] < 1e-5 and exact["mean_abs_logp"] > 1
+
+    runs = {(r["case"]["variant"], r["case"]["method"]): r for r in payload["runs"]}
+    live = {m: runs[("live", m)] for m in ("dpo", "inspo", "inspo_ps")}
+    for r in live.values():
+        steps = r["case"]["warmup"] + r["case"]["steps"]
+        assert len(r["step_times_s"]) == steps and all(t > 0 for t in r["step_times_s"])
+        assert len(r["batches"]) == steps
+        assert r["step_peak_increase_mib"] >= 0
+    # Same pairs in the same order for the three trainers, and the token counts of the three layouts: per step, with
+    # X = prompt tokens, W + L = response tokens, B pairs: DPO = 2X + W + L, two-row = 2X + 2(W + L),
+    # prefix-shared = X + 2(W + L) + B (the prompt's last token is copied into both branches), so
+    # 2 DPO = 3 two-row - 2 prefix-shared + 2B.
+    b = live["dpo"]["case"]["batch_size"]
+    for dpo, two_row, shared in zip(*(live[m]["batches"] for m in ("dpo", "inspo", "inspo_ps"))):
+        assert 2 * dpo["tokens"] == 3 * two_row["tokens"] - 2 * shared["tokens"] + 2 * b
+        assert two_row["rows"] == 2 * b and shared["rows"] == b and dpo["rows"] == 2 * b
+        # InSPO scores both responses in both rows: twice DPO's labelled positions, in either layout
+        assert two_row["scored"] == shared["scored"] == 2 * dpo["scored"]
+    # The ratios table is consistent with the runs
+    row = next(r for r in payload["ratios"] if r["variant"] == "live" and r["method"] == "inspo")
+    assert row["token_ratio"] == pytest.approx(live["inspo"]["tokens_per_step"] / live["dpo"]["tokens_per_step"])
+    # max_alternative_length cuts the alternative: fewer tokens than the full two-row layout
+    assert runs[("max_alt", "inspo")]["tokens_per_step"] < live["inspo"]["tokens_per_step"]
+
+
+def test_scaling_smoke(tmp_path):
+    payload, _ = run_script("scaling", tmp_path)
+    for plot in payload["plots"]:
+        assert Path(plot).stat().st_size > 1000
+    runs = payload["lengths"]["runs"]
+    assert {r["case"]["length"] for r in runs} == {16, 32}
+    for r in runs:
+        # synthetic rows of exact lengths: prompt x = 16 tokens, both responses `length` tokens, no padding
+        x, y, b = r["case"]["prompt_tokens"], r["case"]["response_tokens"], r["case"]["batch_size"]
+        expected = {"dpo": 2 * x + 2 * y, "inspo": 2 * x + 4 * y, "inspo_ps": x + 4 * y + 1}[r["case"]["method"]]
+        assert r["tokens_per_step"] == b * expected
+        assert r["positions_per_step"] == r["tokens_per_step"]
+    attention = payload["attention"]
+    assert attention and all("error" not in r for r in attention)
+    two_row = {r["case"]["row_tokens"]: r for r in attention if r["case"]["layout"] == "two_row"}
+    tree = {r["case"]["row_tokens"]: r for r in attention if r["case"]["layout"] == "tree"}
+    for n, r in tree.items():
+        # one tree row holds the pair; the two-row layout repeats the prompt
+        assert r["rows"] == 1 and two_row[n]["rows"] == 2
+        assert r["tokens"] == two_row[n]["tokens"] - r["case"]["prompt_tokens"] + 1
+
+
+def test_gpu_smoke(tmp_path):
+    payload, stdout = run_script("gpu", tmp_path)
+    assert payload["smoke"] and not payload["errors"]
+    methods = {r["method"] for r in payload["table"]}
+    assert methods == {"dpo", "inspo", "inspo_ps"}
+    for r in payload["table"]:
+        assert r["tokens_per_s"] > 0 and r["tflops_model"] > 0
+    assert "MFU" in stdout
