@@ -149,3 +149,26 @@ def test_accelerate_configs_parse_as_accelerate_launch_reads_them(name, expected
         assert env.get(key) == value, key
     if name == "multi_gpu":
         assert args.multi_gpu and "ACCELERATE_USE_FSDP" not in env and "ACCELERATE_USE_DEEPSPEED" not in env
+
+
+def test_launch_without_a_process_group_is_refused(tmp_path, tiny_model_dir):
+    """`accelerate launch --num_processes 2` on CPU without `use_cpu=True`: transformers forms no process group, so each
+    process would silently train its own copy on all the data. The trainer refuses, naming the fix."""
+    script = tmp_path / "no_group.py"
+    script.write_text(
+        "import sys\n"
+        "from datasets import Dataset\n"
+        "from trl_inspo import InSPOConfig, InSPOTrainer\n"
+        "rows = [{'prompt': 'hello', 'chosen': ' yes', 'rejected': ' no'}] * 4\n"
+        "args = InSPOConfig(output_dir=sys.argv[2], report_to='none', bf16=False, max_steps=1)\n"
+        "InSPOTrainer(model=sys.argv[1], args=args, train_dataset=Dataset.from_list(rows))\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "CI": "1"}
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(free_port()), str(script), tiny_model_dir,
+        str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "WORLD_SIZE=2" in result.stderr and "--use_cpu true" in result.stderr

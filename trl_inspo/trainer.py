@@ -3,6 +3,7 @@
 
 import contextlib
 import copy
+import os
 import textwrap
 import warnings
 
@@ -224,6 +225,16 @@ class InSPOTrainer(DPOTrainer):
                 optimizers=optimizers,
                 quantization_config=quantization_config,
                 peft_config=peft_config,
+            )
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size > 1 and self.accelerator.num_processes == 1:
+            # e.g. `accelerate launch --num_processes 2` on a machine without GPUs and without `use_cpu=True`:
+            # transformers then sets up no process group, and every process would train alone on all the data
+            raise RuntimeError(
+                f"This process was launched as one of {world_size} (WORLD_SIZE={world_size}), but the trainer runs as "
+                "a single process, so each process would train its own copy on all the data. On CPU, set "
+                "`use_cpu=True` in the config (`--use_cpu true`) so the processes join over gloo; on GPUs, check that "
+                "the GPUs are visible (CUDA_VISIBLE_DEVICES)."
             )
         self._check_prefix_sharing()
 
