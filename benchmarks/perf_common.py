@@ -83,6 +83,30 @@ def wait_for_quiet_machine(max_load: float, max_wait_s: float, poll_s: float = 3
     return {"waited_s": round(time.time() - start, 1), "load_after_wait": load, "max_load": max_load}
 
 
+def other_runnable_tasks(samples: int = 20, interval_s: float = 0.1) -> float:
+    """Mean number of runnable tasks on the machine other than this process, sampled from `/proc/loadavg` over about
+    `samples * interval_s` seconds (an instantaneous gauge; the load averages lag by minutes)."""
+    values = []
+    for _ in range(samples):
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, IndexError, ValueError):
+            return 0.0
+        values.append(max(running - 1, 0))
+        time.sleep(interval_s)
+    return sum(values) / len(values)
+
+
+def wait_between_cases(max_busy: float, max_wait_s: float) -> dict:
+    """Before a case: wait (up to `max_wait_s`) while other processes keep the CPUs busy."""
+    start = time.time()
+    busy = other_runnable_tasks()
+    while busy >= max_busy and time.time() - start < max_wait_s:
+        time.sleep(10)
+        busy = other_runnable_tasks()
+    return {"waited_s": round(time.time() - start, 1), "other_runnable": busy}
+
+
 def machine_info() -> dict:
     import torch
     import transformers
@@ -347,8 +371,8 @@ class _CountingCollator:
     """Wraps a collator: records, per batch, non-pad tokens, padded positions, LM-head-scored positions, rows and the
     collation time."""
 
-    def __init__(self, inner, method):
-        self.inner, self.method, self.batches = inner, method, []
+    def __init__(self, inner, method, targets_only=False):
+        self.inner, self.method, self.targets_only, self.batches = inner, method, targets_only, []
 
     def __call__(self, examples):
         t0 = time.perf_counter()
@@ -356,6 +380,10 @@ class _CountingCollator:
         dt = time.perf_counter() - t0
         if self.method == "dpo":
             scored = int(out["completion_mask"][:, 1:].sum())
+        elif self.targets_only:
+            scored = int(out["completion_mask"][:, 1:].sum()) if "completion_mask" in out else int(
+                ((out["logp_kinds"] == 1) | (out["logp_kinds"] == 2)).sum()
+            )
         elif "shift_labels" in out:
             scored = int((out["shift_labels"] != -100).sum())
         else:
@@ -414,6 +442,27 @@ def _make_step_callback(cuda: bool):
     return StepMeter()
 
 
+def _score_targets_only():
+    """Experiment (benchmark process only, not a trl_inspo feature): make `InSPOTrainer` score only the target
+    segments (`c_w`, `c_l`) in its policy and reference forwards, as a default-config InSPO loss needs, instead of also
+    the alternative segments (`u_w`, `u_l`: the `*_unconditional` metrics). The unconditional values read as 0 then;
+    only the timing is meaningful. Measures what skipping them would save."""
+    from trl_inspo import trainer as inspo_trainer
+
+    original = inspo_trainer.InSPOTrainer._forward_kwargs
+
+    def forward_kwargs(self, model, inputs):
+        kwargs = original(self, model, inputs)
+        if "shift_labels" in kwargs:
+            keep = (inputs["logp_kinds"] == 1) | (inputs["logp_kinds"] == 2)
+            kwargs["shift_labels"] = kwargs["shift_labels"].masked_fill(~keep, -100)
+        else:
+            kwargs["labels"] = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        return kwargs
+
+    inspo_trainer.InSPOTrainer._forward_kwargs = forward_kwargs
+
+
 def _make_profiler_callback(step_index: int, vocab_size: int):
     """A callback that runs `torch.profiler` over step `step_index` and sums the self CPU time of its ops into
     categories: the LM head (ops on a tensor with a vocabulary-sized dimension), attention (the sdpa/eager attention
@@ -466,6 +515,20 @@ def summarize_profile(prof, vocab_size: int) -> dict:
 
 
 def run_case(case: dict) -> dict:
+    """Run one benchmark case in this process (see `_run_case`), undoing its benchmark-only patches afterwards so that
+    in-process runs do not leak them into the next case."""
+    import trl.trainer.utils as trl_utils
+
+    from trl_inspo import trainer as inspo_trainer
+
+    saved = (trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs)
+    try:
+        return _run_case(case)
+    finally:
+        trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs = saved
+
+
+def _run_case(case: dict) -> dict:
     """Run one benchmark case in this process and return its measurements (see the module docstring).
 
     Keys of `case`: `method` (`dpo`, `inspo`, `inspo_ps`), `model` (a key of `MODEL_SHAPES`), `data` (a key of
@@ -480,6 +543,8 @@ def run_case(case: dict) -> dict:
     if threads:
         torch.set_num_threads(threads)
     _apply_lm_head_mode(case.get("lm_head", "stock"))
+    if case.get("score_targets_only"):
+        _score_targets_only()
     import transformers
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -587,7 +652,7 @@ def run_case(case: dict) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no log printing inside the timed loop
-    counter = _CountingCollator(trainer.data_collator, method)
+    counter = _CountingCollator(trainer.data_collator, method, bool(case.get("score_targets_only")))
     trainer.data_collator = counter
     setup_s = time.perf_counter() - t_setup
     if cuda:
@@ -618,6 +683,7 @@ def run_case(case: dict) -> dict:
         "step_times_s": step_times,
         "compute_times_s": compute_times,
         "step_time_median_s": step_median,
+        "step_time_mean_s": statistics.mean(step_times[w:]),
         "compute_time_median_s": statistics.median(compute_times[w:]),
         "collate_time_median_s": statistics.median(b["collate_s"] for b in measured),
         "tokens_per_step": tokens,
@@ -625,8 +691,8 @@ def run_case(case: dict) -> dict:
         "scored_per_step": statistics.mean(b["scored"] for b in measured),
         "rows_per_step": statistics.mean(b["rows"] for b in measured),
         "width_per_step": statistics.mean(b["width"] for b in measured),
-        "tokens_per_s": tokens / step_median,
-        "pairs_per_s": case["batch_size"] / step_median,
+        "tokens_per_s": tokens / statistics.mean(step_times[w:]),
+        "pairs_per_s": case["batch_size"] / statistics.mean(step_times[w:]),
         "mem_unit": "MiB allocated (CUDA)" if cuda else "MiB RSS",
         "mem_after_load_mib": mem_after_load,
         "mem_before_train_mib": mem_before_train,
@@ -642,20 +708,30 @@ def run_case(case: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------- runner
-def run_cases(cases: list[dict], repeats: int, in_process: bool, log_path: Path | None = None) -> list[dict]:
+def run_cases(
+    cases: list[dict],
+    repeats: int,
+    in_process: bool,
+    log_path: Path | None = None,
+    max_busy: float | None = None,
+    max_wait_s: float = 600.0,
+) -> list[dict]:
     """Run every case `repeats` times; the cases of one repeat run back to back (interleaved), each in a fresh
-    subprocess unless `in_process`. Returns one result per (case, repeat), with `repeat` set."""
+    subprocess unless `in_process`. With `max_busy`, each case waits (up to `max_wait_s`) until fewer than `max_busy`
+    other tasks are runnable on average. Returns one result per (case, repeat), with `repeat` set."""
     results = []
     for repeat in range(repeats):
         for i, case in enumerate(cases):
             label = case.get("label") or case["method"]
             print(f"[bench] repeat {repeat + 1}/{repeats} case {i + 1}/{len(cases)}: {label}", file=sys.stderr,
                   flush=True)  # fmt: skip
+            quiet = wait_between_cases(max_busy, max_wait_s) if max_busy is not None else None
             if in_process:
                 result = run_case(case)
             else:
                 result = _run_in_subprocess(case)
             result["repeat"] = repeat
+            result["wait_before"] = quiet
             results.append(result)
             if log_path is not None:
                 with open(log_path, "a") as f:
@@ -688,8 +764,13 @@ def summarize(results: list[dict], key_fields: tuple[str, ...]) -> dict:
         med = lambda name: statistics.median(r[name] for r in rs)  # noqa: E731
         summary[key] = {
             "n_repeats": len(rs),
-            "step_time_s": med("step_time_median_s"),
-            "step_time_spread_s": [min(r["step_time_median_s"] for r in rs), max(r["step_time_median_s"] for r in rs)],
+            # Every method sees the same batches in the same order, which differ in length from step to step: the
+            # mean over the measured steps compares like with like (and matches the token means); the median of
+            # the per-step times is kept too.
+            "step_time_s": med("step_time_mean_s"),
+            "step_time_spread_s": [min(r["step_time_mean_s"] for r in rs), max(r["step_time_mean_s"] for r in rs)],
+            "step_time_median_s": med("step_time_median_s"),
+            "step_times_by_repeat_s": [r["step_times_s"][r["case"]["warmup"] :] for r in rs],
             "compute_time_s": med("compute_time_median_s"),
             "collate_time_s": med("collate_time_median_s"),
             "tokens_per_step": med("tokens_per_step"),

@@ -2,8 +2,9 @@
 """How InSPO's cost against `trl.DPOTrainer` scales with the response and the prompt length.
 
 Part `lengths`: synthetic pairs of exact token lengths (no padding), the Llama-shaped 32k-vocabulary model of
-`throughput.py`, a live reference model, one training step timed as in `throughput.py` (median of `--steps` steps after
-`--warmup`, each run in a fresh subprocess, `--repeats` interleaved repeats). Two sweeps:
+`throughput.py`, a live reference model, one training step timed as in `throughput.py` (mean of `--steps` steps after
+`--warmup`, each run in a fresh subprocess, `--repeats` interleaved repeats; every step has the same lengths here).
+Two sweeps:
 
 - response length 64 .. 1024 tokens at a 64-token prompt;
 - prompt length 64 .. 1024 tokens at 64-token responses.
@@ -12,10 +13,11 @@ For every point it records the InSPO/DPO time ratio of the two-row and the prefi
 (`2(x + y_w + y_l) / (2x + y_w + y_l)` and `(x + 2y_w + 2y_l + 1) / (2x + y_w + y_l)`) and the peak-memory ratio, and
 plots them (`scaling_response.png`, `scaling_prompt.png`).
 
-Part `attention`: memory and time of one forward + backward of the backbone (no LM head, so attention is what
-changes) over prefix-shared rows of growing length, with `sdpa` (dense boolean 4D mask), `eager` (additive 4D mask,
-`T x T` scores per head) and `flex_attention` (block mask; compiled on first use), against the same pairs in the
-two-row layout with the causal `sdpa` path (`scaling_attention.png`).
+Part `attention`: memory and time of the backbone alone (no LM head, so attention is what changes) over prefix-shared
+rows of growing length, with `sdpa` (dense boolean 4D mask), `eager` (additive 4D mask, `T x T` scores per head) and
+`flex_attention` (block mask; compiled on first use), against the same pairs in the two-row layout with `sdpa`
+(`scaling_attention.png`): forward + backward (training) and no-grad forward (reference model). PyTorch's
+FlexAttention has no backward on CPU, so on CPU it appears in the forward-only measurements only.
 
 Usage (from the repository root; `--smoke` runs a seconds-long version on a tiny model):
 
@@ -106,9 +108,10 @@ def length_table(summary: dict) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------------------- attention
 def attention_case(case: dict) -> dict:
-    """One forward + backward of the backbone over `case['pairs']` pairs of total prefix-shared row length
-    ~`case['row_tokens']` (prompt 64 tokens, equal responses), in layout `case['layout']` (`tree` or `two_row`) with
-    attention implementation `case['attn']`. Returns the median time and the peak RSS increase of the measured calls
+    """One forward + backward (`case['mode'] == 'train'`) or one no-grad forward (`'forward'`, as the reference
+    model runs) of the backbone over `case['pairs']` pairs of total prefix-shared row length ~`case['row_tokens']`
+    (prompt 64 tokens, equal responses), in layout `case['layout']` (`tree` or `two_row`) with attention implementation
+    `case['attn']`. Returns the median time and the peak RSS increase of the measured calls
     (the first `flex_attention` call compiles and is not measured)."""
     import torch
 
@@ -148,6 +151,10 @@ def attention_case(case: dict) -> dict:
             kwargs["position_ids"] = batch["position_ids"]
         else:
             kwargs["attention_mask"] = batch["attention_mask"]
+        if case["mode"] == "forward":  # a reference forward: no graph kept
+            with torch.no_grad():
+                backbone(**kwargs)
+            return
         hidden = backbone(**kwargs).last_hidden_state
         hidden.float().pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
@@ -179,10 +186,13 @@ def attention_case(case: dict) -> dict:
     }
 
 
-def run_attention_cases(cases: list[dict], in_process: bool) -> list[dict]:
+def run_attention_cases(cases: list[dict], in_process: bool, max_busy: float | None = None) -> list[dict]:
     results = []
     for case in cases:
-        print(f"[bench] attention {case['layout']}/{case['attn']}/{case['row_tokens']}", file=sys.stderr, flush=True)
+        if max_busy is not None:
+            pc.wait_between_cases(max_busy, 600.0)
+        print(f"[bench] attention {case['mode']}/{case['layout']}/{case['attn']}/{case['row_tokens']}", file=sys.stderr,
+              flush=True)  # fmt: skip
         if in_process:
             results.append(attention_case(case))
             continue
@@ -242,26 +252,27 @@ def plot_attention(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = {}
-    for r in results:
-        if "error" in r:
-            continue
-        key = f"{r['case']['layout']} / {r['case']['attn']}"
-        series.setdefault(key, []).append(r)
-    for key, rs in sorted(series.items()):
-        rs.sort(key=lambda r: r["case"]["row_tokens"])
-        x = [r["case"]["row_tokens"] for r in rs]
-        axes[0].plot(x, [r["peak_increase_mib"] for r in rs], "o-", label=key)
-        axes[1].plot(x, [r["time_s"] for r in rs], "o-", label=key)
-    for ax, ylabel in zip(axes, ("peak RSS increase (MiB)", "forward + backward (s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("prefix-shared row length (tokens per pair)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Backbone forward+backward over one pair: tree row (4D mask) vs two causal rows", fontsize=9)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for row, mode in enumerate(("train", "forward")):
+        series = {}
+        for r in results:
+            if "error" in r or r["case"]["mode"] != mode:
+                continue
+            series.setdefault(f"{r['case']['layout']} / {r['case']['attn']}", []).append(r)
+        for key, rs in sorted(series.items()):
+            rs.sort(key=lambda r: r["case"]["row_tokens"])
+            x = [r["case"]["row_tokens"] for r in rs]
+            axes[row, 0].plot(x, [max(r["peak_increase_mib"], 1) for r in rs], "o-", label=key)
+            axes[row, 1].plot(x, [r["time_s"] for r in rs], "o-", label=key)
+        what = "forward + backward" if mode == "train" else "no-grad forward (reference)"
+        for ax, ylabel in zip(axes[row], (f"peak RSS increase, MiB ({what})", f"seconds ({what})")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("tokens of the pair's prefix-shared row")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Backbone over one pair (Llama 4x256): one tree row (4D mask) vs two rows", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -285,6 +296,8 @@ def main(argv=None):
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--max-load", type=float, default=None)
     parser.add_argument("--max-wait", type=float, default=2400.0)
+    parser.add_argument("--max-busy", type=float, default=None,
+                        help="before each run, wait while this many other tasks are runnable on average")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
     parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
     args = parser.parse_args(argv)
@@ -322,7 +335,7 @@ def main(argv=None):
         log_path = None if args.smoke else args.output.with_suffix(".runs.jsonl")
         if log_path is not None and log_path.exists():
             log_path.unlink()
-        results = pc.run_cases(cases, args.repeats, args.in_process, log_path)
+        results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy)
         summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
         table = length_table(summary)
         payload["lengths"] = {"ratios": table, "runs": results}
@@ -338,24 +351,29 @@ def main(argv=None):
                       f"tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}")  # fmt: skip
     if "attention" in args.parts:
         cases = []
-        for row_tokens in args.attention_rows:
-            for layout, attn in [("two_row", "sdpa")] + [("tree", a) for a in args.attention_impls]:
-                cases.append(
-                    dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, row_tokens=row_tokens,
-                         prompt_tokens=16 if args.smoke else 64, pairs=1, calls=2 if args.smoke else 3,
-                         threads=args.threads)  # fmt: skip
-                )
-        results = run_attention_cases(cases, args.in_process)
+        cpu = not args.smoke and not __import__("torch").cuda.is_available() or args.smoke
+        for mode in ("train", "forward"):
+            for row_tokens in args.attention_rows:
+                for layout, attn in [("two_row", "sdpa")] + [("tree", a) for a in args.attention_impls]:
+                    if mode == "train" and attn == "flex_attention" and cpu:
+                        continue  # no FlexAttention backward on CPU
+                    cases.append(
+                        dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, mode=mode,
+                             row_tokens=row_tokens, prompt_tokens=16 if args.smoke else 64, pairs=1,
+                             calls=2 if args.smoke else 3, threads=args.threads)  # fmt: skip
+                    )
+        results = run_attention_cases(cases, args.in_process, args.max_busy)
         payload["attention"] = results
         path = plots_dir / "scaling_attention.png"
         plot_attention(results, path)
         plots.append(str(path))
         for r in results:
+            c = r["case"]
             if "error" in r:
-                print(f"attention {r['case']['layout']}/{r['case']['attn']}/{r['case']['row_tokens']}: ERROR")
+                print(f"attention {c['mode']}/{c['layout']}/{c['attn']}/{c['row_tokens']}: ERROR")
             else:
-                print(f"attention {r['case']['layout']:7s} {r['case']['attn']:14s} {r['case']['row_tokens']:5d} "
-                      f"peak +{r['peak_increase_mib']:.0f} MiB, {r['time_s']:.2f} s")  # fmt: skip
+                print(f"attention {c['mode']:7s} {c['layout']:7s} {c['attn']:14s} {c['row_tokens']:5d} "
+                      f"peak +{r['peak_increase_mib']:.0f} MiB, {r['time_s']:.3f} s")  # fmt: skip
     payload["load_average_end"] = pc.load_average()
     payload["wall_time_s"] = time.time() - started
     payload["plots"] = plots

@@ -12,13 +12,19 @@ thing against the baseline (Llama-shaped model, 32k vocabulary, live reference m
 - `max_alt`: InSPO with `max_alternative_length` (the alternative cut to a few tokens), against the live DPO baseline;
 - `qwen2`: the same shape as a Qwen2 model (q/k/v biases), live reference;
 - `compact`: like `live`, with TRL's fused LM head scoring only labelled positions also on CPU (what it does on CUDA),
-  for DPO and InSPO alike.
+  for DPO and InSPO alike;
+- `compact_targets`: like `compact`, with InSPO scoring only the target segments (`c_w`, `c_l`), not the alternative
+  segments that give the unconditional values `u_w`, `u_l` (which a default-config loss does not read; they feed the
+  `*_unconditional` metrics). An experiment patched into the benchmark process, not a trl_inspo option: it measures
+  what skipping them would save.
 
-Every (variant, method) runs in a fresh subprocess (clean peak-RSS numbers), `--repeats` times, interleaved; the
-reported numbers are medians over repeats of the per-run median step time over `--steps` steps after `--warmup`
-steps. A step is timed from one `on_step_end` to the next (collation, forward passes, backward, optimizer step). Memory
-is the peak RSS during a step over the RSS at its start (CPU) or the peak allocated CUDA memory; tokens are the
-non-pad tokens fed to the model (`attention_mask.sum()`), counted by wrapping the collator.
+Every (variant, method) runs in a fresh subprocess (clean peak-RSS numbers), `--repeats` times, interleaved. A step is
+timed from one `on_step_end` to the next (collation, forward passes, backward, optimizer step). Every method sees the
+same pairs in the same order (same seed and data), and batches differ in length from step to step, so a run's step
+time is the mean over its `--steps` measured steps after `--warmup` (the per-run median is recorded too, and the
+paired per-step ratio), and the reported value is the median over repeats. Memory is the peak RSS during a step over
+the RSS at its start, maximum over the measured steps (CPU), or the peak allocated CUDA memory; tokens are the non-pad
+tokens fed to the model (`attention_mask.sum()`), counted by wrapping the collator.
 
 Ratios are InSPO / DPO; the token ratio is what a compute-bound step would cost if every token cost the same, so the
 targets are time ratio <= 1.1 x token ratio and peak-memory ratio <= 1.1 x token ratio.
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,10 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import perf_common as pc  # noqa: E402
 
 
-VARIANTS = ("live", "precomputed", "lora", "max_alt", "qwen2", "compact")
+VARIANTS = ("live", "precomputed", "lora", "max_alt", "qwen2", "compact", "compact_targets")
 # Alternative budget of the `max_alt` variant, per data set (tokens)
 MAX_ALT = {"hh": 16, "chat": 16, "long": 64}
-BATCH_SIZE = {"hh": 8, "chat": 8, "long": 4}
+BATCH_SIZE = {"hh": 4, "chat": 4, "long": 2}
+# Variants that change only InSPO, compared with the DPO run of another variant
+BASELINE_OF = {"max_alt": "live", "compact_targets": "compact"}
 
 
 def build_cases(args, tokenizer_dir: str) -> list[dict]:
@@ -58,7 +67,7 @@ def build_cases(args, tokenizer_dir: str) -> list[dict]:
     model = "tiny" if args.smoke else "llama-32k"
     for data in args.datasets:
         for variant in args.variants:
-            methods = pc.METHODS if variant != "max_alt" else ("inspo", "inspo_ps")
+            methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else pc.METHODS
             for method in methods:
                 case = dict(
                     label=f"{data}/{variant}/{method}",
@@ -71,7 +80,8 @@ def build_cases(args, tokenizer_dir: str) -> list[dict]:
                     steps=args.steps,
                     reference={"precomputed": "precomputed", "lora": "lora"}.get(variant, "live"),
                     max_alternative_length=MAX_ALT[data] if variant == "max_alt" else None,
-                    lm_head="compact" if variant == "compact" else args.lm_head,
+                    lm_head="compact" if variant.startswith("compact") else args.lm_head,
+                    score_targets_only=variant == "compact_targets",
                     attn=args.attn,
                     threads=args.threads,
                     hh_path=str(args.data_path) if args.data_path else None,
@@ -129,7 +139,7 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
     rows = []
     for data in datasets:
         for variant in variants:
-            base = summary.get((data, "live" if variant == "max_alt" else variant, "dpo"))
+            base = summary.get((data, BASELINE_OF.get(variant, variant), "dpo"))
             if base is None:
                 continue
             for method in ("dpo", "inspo", "inspo_ps"):
@@ -137,6 +147,11 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                 if s is None:
                     continue
                 token_ratio = pc.ratio(s["tokens_per_step"], base["tokens_per_step"])
+                paired = [
+                    t / b
+                    for ts, bs in zip(s["step_times_by_repeat_s"], base["step_times_by_repeat_s"])
+                    for t, b in zip(ts, bs)
+                ]
                 time_ratio = pc.ratio(s["step_time_s"], base["step_time_s"])
                 mem_ratio = pc.ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"])
                 rows.append(
@@ -147,6 +162,7 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                         "method": method,
                         "step_time_s": s["step_time_s"],
                         "step_time_spread_s": s["step_time_spread_s"],
+                        "step_time_median_s": s["step_time_median_s"],
                         "compute_time_s": s["compute_time_s"],
                         "collate_time_s": s["collate_time_s"],
                         "tokens_per_step": s["tokens_per_step"],
@@ -157,6 +173,7 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                         "step_peak_increase_mib": s["step_peak_increase_mib"],
                         "peak_increase_over_load_mib": s["peak_increase_over_load_mib"],
                         "time_ratio": time_ratio,
+                        "paired_step_time_ratio_median": statistics.median(paired),
                         "token_ratio": token_ratio,
                         "position_ratio": pc.ratio(s["positions_per_step"], base["positions_per_step"]),
                         "scored_ratio": pc.ratio(s["scored_per_step"], base["scored_per_step"]),
@@ -195,9 +212,9 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=["hh", "long", "chat"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 8 on hh, 4 on long)")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 4 on hh, 2 on long)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run")
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--lm-head", default="stock", choices=["stock", "compact"])
@@ -205,6 +222,8 @@ def main(argv=None):
     parser.add_argument("--max-load", type=float, default=None,
                         help="wait until the 1-minute load average is below this before measuring")
     parser.add_argument("--max-wait", type=float, default=2400.0)
+    parser.add_argument("--max-busy", type=float, default=None,
+                        help="before each run, wait while this many other tasks are runnable on average")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
     args = parser.parse_args(argv)  # fmt: skip
     import warnings
@@ -240,7 +259,7 @@ def main(argv=None):
     log_path = args.output.with_suffix(".runs.jsonl") if not args.smoke else None
     if log_path is not None and log_path.exists():
         log_path.unlink()
-    results = pc.run_cases(cases, args.repeats, args.in_process, log_path)
+    results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy)
     summary = pc.summarize(results, ("data", "variant", "method"))
     table = ratio_table(summary, args.datasets, args.variants)
     load_end = pc.load_average()
