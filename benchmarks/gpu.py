@@ -21,8 +21,9 @@ in `PEAK_BF16_TFLOPS`, or `--peak-tflops`):
   ignores the reference forward and attention, and counts the LM head on every token);
 - `mfu_model`: the FLOPs the step actually needs: `6 * N_body * tokens` for the policy backbone (`N_body` = parameters
   without the embedding/LM-head matrix), `6 * V * h * scored` for the LM head on the positions it scores (on CUDA TRL
-  scores only labelled positions), attention `6 * 2 * layers * h * sum_rows(causal pairs)`, plus one third of the
-  policy's backbone, LM head and attention FLOPs for the live reference forward (forward only).
+  scores only labelled positions), attention `3 * 4 * layers * h * pairs` (`pairs`: the (query, key) pairs causal
+  attention needs, padding excluded; for a tree row, each token's ancestors and own branch), plus the forward FLOPs
+  (one third) for the live reference model.
 
 `--smoke` runs a seconds-long version on CPU with a tiny model (fp32), to keep the script from rotting; no GPU number
 comes from it. This script was written on a machine without a GPU: its GPU numbers have not been measured yet.
@@ -80,9 +81,10 @@ def step_flops(result: dict) -> dict:
     batches = result["batches"][result["case"]["warmup"] :]
     tokens = statistics.mean(b["tokens"] for b in batches)
     scored = statistics.mean(b["scored"] for b in batches)
-    # Attention score FLOPs (QK^T and AV), causal pairs per row ~ width^2 / 2 (upper bound with padding)
-    causal_pairs = statistics.mean(b["rows"] * b["width"] * (b["width"] + 1) / 2 for b in batches)
-    attention = 2 * 2 * layers * h * causal_pairs  # forward
+    # Attention score FLOPs (QK^T and AV) over the (query, key) pairs causal attention needs (tree rows: ancestors
+    # and own branch only), whatever the kernel computes
+    pairs = statistics.mean(b["attention_pairs"] for b in batches)
+    attention = 2 * 2 * layers * h * pairs  # forward
     forward = 2 * n_body * tokens + 2 * v * h * scored + attention
     reference = forward if result["case"].get("reference", "live") == "live" else 0.0
     return {"flops_6n": 6 * n_all * tokens, "flops_model": 3 * forward + reference, "tokens": tokens}
@@ -170,7 +172,7 @@ def main(argv=None):
         r["flops"] = f
         by_key.setdefault((r["case"]["data"], r["case"]["method"]), []).append(r)
     for (data, method), rs in by_key.items():
-        t = statistics.median(r["step_time_median_s"] for r in rs)
+        t = statistics.median(r["step_time_mean_s"] for r in rs)
         f = rs[0]["flops"]
         rows.append(
             {

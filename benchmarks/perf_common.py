@@ -367,6 +367,24 @@ def _apply_lm_head_mode(mode: str):
         raise ValueError(f"Unknown lm_head mode {mode!r}")
 
 
+def attention_pairs(batch: dict) -> int:
+    """(query, key) pairs a causal attention needs for `batch` (padding excluded): `L (L + 1) / 2` per causal row; for
+    a prefix-shared tree row, each token's ancestors and its own branch up to itself."""
+    import torch
+
+    if "tree_segment_ids" not in batch:
+        lengths = batch["attention_mask"].sum(dim=1).double()
+        return int((lengths * (lengths + 1) / 2).sum())
+    from trl_inspo.prefix_sharing import BRANCH_A, BRANCH_A2, BRANCH_B, BRANCH_B2, SHARED
+
+    seg = batch["tree_segment_ids"]
+    n = {k: (seg == k).sum(dim=1).double() for k in (SHARED, BRANCH_A, BRANCH_B, BRANCH_A2, BRANCH_B2)}
+    tri = {k: v * (v + 1) / 2 for k, v in n.items()}
+    s, a, b, a2, b2 = (n[k] for k in (SHARED, BRANCH_A, BRANCH_B, BRANCH_A2, BRANCH_B2))
+    pairs = sum(tri.values()) + a * s + b * s + a2 * (s + a) + b2 * (s + b)
+    return int(torch.as_tensor(pairs).sum())
+
+
 class _CountingCollator:
     """Wraps a collator: records, per batch, non-pad tokens, padded positions, LM-head-scored positions, rows and the
     collation time."""
@@ -390,6 +408,7 @@ class _CountingCollator:
             scored = int(((out["completion_mask"] + out["alternative_mask"])[:, 1:] > 0).sum())
         self.batches.append(
             {
+                "attention_pairs": attention_pairs(out),
                 "tokens": int(out["attention_mask"].sum()),
                 "positions": int(out["input_ids"].numel()),
                 "rows": int(out["input_ids"].size(0)),

@@ -61,6 +61,8 @@ def test_throughput_smoke(tmp_path):
         assert two_row["rows"] == 2 * b and shared["rows"] == b and dpo["rows"] == 2 * b
         # InSPO scores both responses in both rows: twice DPO's labelled positions, in either layout
         assert two_row["scored"] == shared["scored"] == 2 * dpo["scored"]
+        # The tree row needs no attention between the branches and attends to the prompt once per branch
+        assert shared["attention_pairs"] < two_row["attention_pairs"]
     # The ratios table is consistent with the runs
     row = next(r for r in payload["ratios"] if r["variant"] == "live" and r["method"] == "inspo")
     assert row["token_ratio"] == pytest.approx(live["inspo"]["tokens_per_step"] / live["dpo"]["tokens_per_step"])
