@@ -129,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
-    parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default: --attn)")
+    parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default --attn)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (overrides lookup)")
     parser.add_argument("--threads", type=int, default=None)
@@ -217,9 +217,10 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
-        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | {r['tokens_per_s']:.0f} | "
-              f"{r['peak_mib']:.0f} | {r.get('time_ratio', float('nan')):.2f} | {r.get('token_ratio', float('nan')):.2f} "
-              f"| {mfu(r['mfu_6n'])} | {mfu(r['mfu_model'])} |")  # fmt: skip
+        nan = float("nan")
+        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | "
+              f"{r['tokens_per_s']:.0f} | {r['peak_mib']:.0f} | {r.get('time_ratio', nan):.2f} | "
+              f"{r.get('token_ratio', nan):.2f} | {mfu(r['mfu_6n'])} | {mfu(r['mfu_model'])} |")  # fmt: skip
     print(f"device: {device_name or 'CPU (smoke)'}; peak bf16 {peak} TFLOP/s; wrote {args.output}")
     return 1 if payload["errors"] else 0
 

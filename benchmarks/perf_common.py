@@ -41,8 +41,8 @@ DEFAULT_HH = REPO_ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_sampl
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 # glibc keeps freed blocks below its (dynamic) mmap threshold in its heap, so RSS would not drop after a step and the
-# next step's peak would be hidden. A fixed threshold returns every large tensor to the OS when it is freed, which makes
-# RSS track live memory. Set for the benchmark subprocesses only, identically for every method.
+# next step's peak would be hidden. A fixed threshold returns every large tensor to the OS when it is freed, which
+# makes RSS track live memory. Set for the benchmark subprocesses only, identically for every method.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 # Model shapes (built from config, random weights)
@@ -298,7 +298,7 @@ def build_benchmark_tokenizer(hh_path: Path | None, vocab_size: int = 8000, max_
     tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
     multi = [w for w in WORDS if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) != 1]
     if multi:
-        raise RuntimeError(f"benchmark tokenizer splits the pseudo-words {multi[:5]}: synthetic lengths would be wrong")
+        raise RuntimeError(f"the benchmark tokenizer splits the pseudo-words {multi[:5]}: synthetic lengths are off")
     return tokenizer
 
 
@@ -495,7 +495,8 @@ def _make_profiler_callback(step_index: int, vocab_size: int):
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.step == step_index:
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
                 self.prof.start()
 
         def on_step_end(self, args, state, control, **kwargs):

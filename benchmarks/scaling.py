@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -190,9 +191,9 @@ def run_attention_cases(cases: list[dict], in_process: bool, max_busy: float | N
     results = []
     for case in cases:
         if max_busy is not None:
-            pc.wait_between_cases(max_busy, 600.0)
-        print(f"[bench] attention {case['mode']}/{case['layout']}/{case['attn']}/{case['row_tokens']}", file=sys.stderr,
-              flush=True)  # fmt: skip
+            pc.wait_between_cases(max_busy, 180.0)
+        label = f"{case['mode']}/{case['layout']}/{case['attn']}/{case['row_tokens']}"
+        print(f"[bench] attention {label}", file=sys.stderr, flush=True)
         if in_process:
             results.append(attention_case(case))
             continue
@@ -298,6 +299,7 @@ def main(argv=None):
     parser.add_argument("--max-wait", type=float, default=2400.0)
     parser.add_argument("--max-busy", type=float, default=None,
                         help="before each run, wait while this many other tasks are runnable on average")
+    parser.add_argument("--case-wait", type=float, default=180.0, help="longest wait before one run (s)")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
     parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
     args = parser.parse_args(argv)
@@ -332,10 +334,11 @@ def main(argv=None):
     plots = []
     if "lengths" in args.parts:
         cases = length_cases(args, tokenizer_dir)
-        log_path = None if args.smoke else args.output.with_suffix(".runs.jsonl")
+        # raw runs, appended as they finish (survives a crash)
+        log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
         if log_path is not None and log_path.exists():
             log_path.unlink()
-        results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy)
+        results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait)
         summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
         table = length_table(summary)
         payload["lengths"] = {"ratios": table, "runs": results}
@@ -347,8 +350,8 @@ def main(argv=None):
                 plots.append(str(path))
         for r in table:
             if r["method"] != "dpo":
-                print(f"{r['sweep']:8s} {r['length']:5d} {r['lm_head']:7s} {r['method']:9s} time {r['time_ratio']:.2f} "
-                      f"tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}")  # fmt: skip
+                print(f"{r['sweep']:8s} {r['length']:5d} {r['lm_head']:7s} {r['method']:9s} "
+                      f"time {r['time_ratio']:.2f} tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}")
     if "attention" in args.parts:
         cases = []
         cpu = not args.smoke and not __import__("torch").cuda.is_available() or args.smoke

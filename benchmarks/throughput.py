@@ -46,6 +46,7 @@ import argparse
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny model, 3 steps, in-process")
     parser.add_argument("--data-path", type=Path, default=pc.DEFAULT_HH,
                         help="HH-RLHF sample (jsonl); synthetic chat-like data is used when it is absent")
@@ -224,6 +225,7 @@ def main(argv=None):
     parser.add_argument("--max-wait", type=float, default=2400.0)
     parser.add_argument("--max-busy", type=float, default=None,
                         help="before each run, wait while this many other tasks are runnable on average")
+    parser.add_argument("--case-wait", type=float, default=180.0, help="longest wait before one run (s)")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
     args = parser.parse_args(argv)  # fmt: skip
     import warnings
@@ -256,10 +258,11 @@ def main(argv=None):
                                      2 if args.smoke else 4, args.threads, args.smoke)  # fmt: skip
         )
     cases = build_cases(args, tokenizer_dir)
-    log_path = args.output.with_suffix(".runs.jsonl") if not args.smoke else None
+    # raw runs, appended as they finish (survives a crash)
+    log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
     if log_path is not None and log_path.exists():
         log_path.unlink()
-    results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy)
+    results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait)
     summary = pc.summarize(results, ("data", "variant", "method"))
     table = ratio_table(summary, args.datasets, args.variants)
     load_end = pc.load_average()
