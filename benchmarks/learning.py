@@ -81,6 +81,8 @@ from trl_inspo.tiny import build_model, build_tokenizer  # noqa: E402
 
 
 METHODS = ("dpo", "inspo", "inspo+uncond")
+# Not run by default: InSPO with the prompt-only reference log pi_ref(y | x) (the paper's IPO / R-DPO setup).
+EXTRA_METHODS = ("inspo+prompt_ref",)
 RESULTS_DIR = REPO / "benchmarks" / "results"
 DEFAULT_HH = REPO.parent / "shared" / "data" / "hh_rlhf_harmless_base_sample.jsonl"
 
@@ -341,7 +343,10 @@ def preference_config(method: str, args: PrefArgs, seed: int, output_dir: str):
         return InSPOConfig(**kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=0.0)
     if method == "inspo+uncond":
         return InSPOConfig(**kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=1.0)
-    raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    if method == "inspo+prompt_ref":
+        return InSPOConfig(**kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=0.0,
+                           reference_conditioning="prompt_only")
+    raise ValueError(f"Unknown method {method!r}; choose from {METHODS + EXTRA_METHODS}.")
 
 
 def load_checkpoint(path: str):
@@ -627,6 +632,11 @@ def summarize_runs(runs: list[dict], methods: list[str]) -> dict:
         for k in ("eval_rewards/accuracies", "eval_rewards_unconditional/accuracies"):
             if k in trainer_keys:
                 summary[name][f"trainer_{k}"] = summarize([r["trainer_eval"][k] for r in records])
+    # Paired differences against the SFT checkpoint the method started from
+    if "gen_exact_match" in runs[0]["sft"]:
+        for name in methods:
+            diffs = [run["methods"][name]["gen_exact_match"] - run["sft"]["gen_exact_match"] for run in runs]
+            summary[name]["gen_exact_match_minus_sft"] = summarize(diffs)
     # Paired differences against DPO (same seed, same SFT checkpoint, same pairs)
     if "dpo" in methods:
         for name in methods:
@@ -699,6 +709,50 @@ def print_summary(result: dict, log=print):
         log(f"  {name:14s} " + "  ".join(cells))
 
 
+# ====================================================================== markdown
+TABLE_COLUMNS = {
+    "sort": [
+        ("unconditional_reward_accuracy", "held-out uncond. reward acc."),
+        ("conditional_reward_accuracy", "held-out cond. reward acc."),
+        ("gen_exact_match", "greedy exact match"),
+        ("gen_exact_match_minus_sft", "exact match − SFT (paired)"),
+        ("gen_mean_length", "mean gen. length (tokens)"),
+        ("gen_no_eos_fraction", "no EOS within limit"),
+    ],
+    "hh": [
+        ("unconditional_reward_accuracy", "held-out uncond. reward acc."),
+        ("conditional_reward_accuracy", "held-out cond. reward acc."),
+        ("unconditional_reward_margin", "uncond. margin"),
+        ("conditional_reward_margin", "cond. margin"),
+        ("policy_prefers_chosen", "policy prefers y_w (no reference)"),
+    ],
+}
+
+
+def markdown_table(result: dict) -> str:
+    """The summary of a result as a Markdown table (mean ± std over seeds), then the paired differences to DPO."""
+    columns = TABLE_COLUMNS[result["study"]]
+    lines = ["| method | " + " | ".join(title for _, title in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name, metrics in result["summary"].items():
+        cells = []
+        for key, _ in columns:
+            value = metrics.get(key)
+            cells.append("–" if not value or value["mean"] is None else f"{value['mean']:.3f} ± {value['std']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    diff_keys = [k for k, _ in columns if any(f"{k}_minus_dpo" in m for m in result["summary"].values())]
+    if diff_keys:
+        lines += ["", "Paired difference to DPO (same seed, SFT checkpoint and pairs), mean ± std over seeds:", "",
+                  "| method | " + " | ".join(dict(columns)[k] for k in diff_keys) + " |",
+                  "|---|" + "---|" * len(diff_keys)]
+        for name, metrics in result["summary"].items():
+            if f"{diff_keys[0]}_minus_dpo" in metrics:
+                cells = [f"{metrics[f'{k}_minus_dpo']['mean']:+.3f} ± {metrics[f'{k}_minus_dpo']['std']:.3f}"
+                         for k in diff_keys]
+                lines.append(f"| {name} − dpo | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ====================================================================== plots
 def plot_result(result: dict, prefix: str) -> list[str]:
     """Bar charts (mean ± std over seeds, seeds as dots) of the held-out metrics; returns the PNG paths."""
@@ -713,8 +767,11 @@ def plot_result(result: dict, prefix: str) -> list[str]:
     if result["study"] == "sort":
         panels += [("gen_exact_match", "greedy exact match\n(prompt alone)"),
                    ("gen_mean_length", "mean generated length\n(tokens)")]
-    names = (["sft"] if result["study"] == "sort" else []) + methods
-    colors = {"sft": "#999999", "dpo": "#4C72B0", "inspo": "#DD8452", "inspo+uncond": "#55A868"}
+    else:
+        panels += [("policy_prefers_chosen", "held-out log p(y_w|x) > log p(y_l|x)\n(no reference)")]
+    names = ["sft"] + methods
+    colors = {"sft": "#999999", "dpo": "#4C72B0", "inspo": "#DD8452", "inspo+uncond": "#55A868",
+              "inspo+prompt_ref": "#C44E52"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels):
         xs, labels = [], []
@@ -735,8 +792,10 @@ def plot_result(result: dict, prefix: str) -> list[str]:
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(xs, labels, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
-        if "accuracy" in key or "exact" in key:
+        if "accuracy" in key or "exact" in key or "prefers" in key:
             ax.set_ylim(0, 1.05)
+        if "accuracy" in key or "prefers" in key:
+            ax.axhline(0.5, color="gray", ls=":", lw=1)
     n = len(result["runs"])
     title = {"sort": "Sorting task (tiny Llama)", "hh": "HH-RLHF harmless-base sample (tiny Llama)"}[result["study"]]
     fig.suptitle(f"{title}: mean ± std over {n} seed(s), dots = seeds", fontsize=10)
@@ -805,7 +864,7 @@ def main(argv=None):
     for study in ("sort", "hh"):
         p = sub.add_parser(study, help=f"run the {study} study")
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-        p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+        p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + EXTRA_METHODS)
         p.add_argument("--output", default=str(RESULTS_DIR / f"learning_{study}.json"))
         p.add_argument("--no_plot", action="store_true")
         p.add_argument("--workdir", default=f"/tmp/trl-inspo-learning/{study}")
@@ -830,6 +889,8 @@ def main(argv=None):
         p.set_defaults(study=study)
     p = sub.add_parser("plot", help="redraw the PNG of a results JSON")
     p.add_argument("results", nargs="+")
+    p = sub.add_parser("table", help="print the Markdown summary table of a results JSON")
+    p.add_argument("results", nargs="+")
     ns = parser.parse_args(argv)
 
     if ns.smoke:
@@ -843,6 +904,11 @@ def main(argv=None):
         return results
     if ns.command is None:
         parser.error("give a study (sort, hh), plot, or --smoke")
+    if ns.command == "table":
+        for path in ns.results:
+            with open(path) as f:
+                print(markdown_table(json.load(f)) + "\n")
+        return None
     if ns.command == "plot":
         for path in ns.results:
             with open(path) as f:
