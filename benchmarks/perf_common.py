@@ -97,6 +97,23 @@ def other_runnable_tasks(samples: int = 20, interval_s: float = 0.1) -> float:
     return sum(values) / len(values)
 
 
+def machine_busy_cpu_seconds() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores: user, nice, system, irq, softirq, steal)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    busy = fields[0] + fields[1] + fields[2] + sum(fields[5:8])
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def wait_between_cases(max_busy: float, max_wait_s: float) -> dict:
     """Before a case: wait (up to `max_wait_s`) while other processes keep the CPUs busy."""
     start = time.time()
@@ -681,7 +698,11 @@ def _run_case(case: dict) -> dict:
         mem_before_train = current_rss_mib()
 
     load_start = load_average()
+    busy_start, own_start, wall_start = machine_busy_cpu_seconds(), process_cpu_seconds(), time.perf_counter()
     trainer.train()
+    wall = time.perf_counter() - wall_start
+    # CPU used by other processes while this run trained (cores, averaged over the run): what distorted it
+    other_cores = (machine_busy_cpu_seconds() - busy_start - (process_cpu_seconds() - own_start)) / wall
     load_end = load_average()
 
     ends = [meter.train_begin] + meter.ends
@@ -722,6 +743,8 @@ def _run_case(case: dict) -> dict:
         "peak_increase_over_load_mib": max(meter.mem_peak) - mem_after_load,
         "load_average_start": load_start,
         "load_average_end": load_end,
+        "other_cpu_cores_during_train": other_cores,
+        "own_cpu_cores_during_train": (process_cpu_seconds() - own_start) / wall,
         "batches": batches,
         "profile": profiler.report if profiler is not None else None,
     }
@@ -735,23 +758,38 @@ def run_cases(
     log_path: Path | None = None,
     max_busy: float | None = None,
     max_wait_s: float = 600.0,
+    max_other_cores: float | None = None,
+    max_attempts: int = 1,
+    patience_s: float | None = None,
 ) -> list[dict]:
     """Run every case `repeats` times; the cases of one repeat run back to back (interleaved), each in a fresh
     subprocess unless `in_process`. With `max_busy`, each case waits (up to `max_wait_s`) until fewer than `max_busy`
-    other tasks are runnable on average. Returns one result per (case, repeat), with `repeat` set."""
+    other tasks are runnable on average. With `max_other_cores`, a run during which other processes used more CPU
+    than that (cores, averaged) is run again, up to `max_attempts` times in all; the least disturbed attempt is kept.
+    After `patience_s` seconds in all, runs neither wait nor repeat any more. Returns one result per (case, repeat),
+    with `repeat` and `attempts` set."""
+    started = time.time()
     results = []
     for repeat in range(repeats):
         for i, case in enumerate(cases):
             label = case.get("label") or case["method"]
             print(f"[bench] repeat {repeat + 1}/{repeats} case {i + 1}/{len(cases)}: {label}", file=sys.stderr,
                   flush=True)  # fmt: skip
-            quiet = wait_between_cases(max_busy, max_wait_s) if max_busy is not None else None
-            if in_process:
-                result = run_case(case)
-            else:
-                result = _run_in_subprocess(case)
+            attempts = []
+            for _ in range(max(1, max_attempts)):
+                patient = patience_s is None or time.time() - started < patience_s
+                quiet = wait_between_cases(max_busy, max_wait_s) if max_busy is not None and patient else None
+                attempt = run_case(case) if in_process else _run_in_subprocess(case)
+                attempt["wait_before"] = quiet
+                attempts.append(attempt)
+                calm = max_other_cores is None or attempt["other_cpu_cores_during_train"] <= max_other_cores
+                if calm or not patient:
+                    break
+                print(f"[bench]   disturbed ({attempt['other_cpu_cores_during_train']:.2f} other cores): again",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            result = min(attempts, key=lambda a: a["other_cpu_cores_during_train"])
             result["repeat"] = repeat
-            result["wait_before"] = quiet
+            result["attempts"] = [round(a["other_cpu_cores_during_train"], 3) for a in attempts]
             results.append(result)
             if log_path is not None:
                 with open(log_path, "a") as f:
@@ -801,6 +839,7 @@ def summarize(results: list[dict], key_fields: tuple[str, ...]) -> dict:
             "step_peak_increase_mib": med("step_peak_increase_mib"),
             "peak_increase_over_load_mib": med("peak_increase_over_load_mib"),
             "data_used": rs[0]["data_used"],
+            "other_cpu_cores_max": max(r.get("other_cpu_cores_during_train", float("nan")) for r in rs),
         }
     return summary
 

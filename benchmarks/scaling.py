@@ -294,12 +294,18 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--attention-rows", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
     parser.add_argument("--attention-impls", nargs="+", default=["sdpa", "eager", "flex_attention"])
+    parser.add_argument("--eager-max-row", type=int, default=4096, help="longest row measured with eager attention")
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--max-load", type=float, default=None)
     parser.add_argument("--max-wait", type=float, default=2400.0)
     parser.add_argument("--max-busy", type=float, default=None,
                         help="before each run, wait while this many other tasks are runnable on average")
-    parser.add_argument("--case-wait", type=float, default=180.0, help="longest wait before one run (s)")
+    parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
+    parser.add_argument("--max-other-cores", type=float, default=None,
+                        help="run again when other processes used more CPU cores than this during a run")
+    parser.add_argument("--max-attempts", type=int, default=3)
+    parser.add_argument("--patience", type=float, default=None,
+                        help="after this many seconds, stop waiting for a quiet machine and stop re-running")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
     parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
     args = parser.parse_args(argv)
@@ -338,7 +344,10 @@ def main(argv=None):
         log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
         if log_path is not None and log_path.exists():
             log_path.unlink()
-        results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait)
+        results = pc.run_cases(
+            cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait, args.max_other_cores,
+            args.max_attempts, args.patience,
+        )
         summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
         table = length_table(summary)
         payload["lengths"] = {"ratios": table, "runs": results}
@@ -360,6 +369,8 @@ def main(argv=None):
                 for layout, attn in [("two_row", "sdpa")] + [("tree", a) for a in args.attention_impls]:
                     if mode == "train" and attn == "flex_attention" and cpu:
                         continue  # no FlexAttention backward on CPU
+                    if attn == "eager" and row_tokens > args.eager_max_row:
+                        continue  # eager keeps T x T scores per head and layer: gigabytes beyond this
                     cases.append(
                         dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, mode=mode,
                              row_tokens=row_tokens, prompt_tokens=16 if args.smoke else 64, pairs=1,

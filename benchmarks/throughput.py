@@ -173,6 +173,7 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                         "pairs_per_s": s["pairs_per_s"],
                         "step_peak_increase_mib": s["step_peak_increase_mib"],
                         "peak_increase_over_load_mib": s["peak_increase_over_load_mib"],
+                        "other_cpu_cores_max": max(s["other_cpu_cores_max"], base["other_cpu_cores_max"]),
                         "time_ratio": time_ratio,
                         "paired_step_time_ratio_median": statistics.median(paired),
                         "token_ratio": token_ratio,
@@ -225,7 +226,12 @@ def main(argv=None):
     parser.add_argument("--max-wait", type=float, default=2400.0)
     parser.add_argument("--max-busy", type=float, default=None,
                         help="before each run, wait while this many other tasks are runnable on average")
-    parser.add_argument("--case-wait", type=float, default=180.0, help="longest wait before one run (s)")
+    parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
+    parser.add_argument("--max-other-cores", type=float, default=None,
+                        help="run again when other processes used more CPU cores than this during a run")
+    parser.add_argument("--max-attempts", type=int, default=3)
+    parser.add_argument("--patience", type=float, default=None,
+                        help="after this many seconds, stop waiting for a quiet machine and stop re-running")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
     args = parser.parse_args(argv)  # fmt: skip
     import warnings
@@ -233,7 +239,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     if args.smoke:
-        args.repeats, args.warmup, args.steps, args.in_process = 1, 1, 2, True
+        args.repeats, args.warmup, args.steps, args.in_process, args.threads = 1, 1, 2, True, 1
         args.batch_size = args.batch_size or 2
         if args.datasets == ["hh", "long"]:
             args.datasets = ["hh"]
@@ -262,7 +268,10 @@ def main(argv=None):
     log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
     if log_path is not None and log_path.exists():
         log_path.unlink()
-    results = pc.run_cases(cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait)
+    results = pc.run_cases(
+        cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait, args.max_other_cores,
+        args.max_attempts, args.patience,
+    )
     summary = pc.summarize(results, ("data", "variant", "method"))
     table = ratio_table(summary, args.datasets, args.variants)
     load_end = pc.load_average()

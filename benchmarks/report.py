@@ -1,0 +1,104 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""Markdown tables from the JSON results of `throughput.py`, `scaling.py` and `gpu.py` (for the performance docs).
+
+```bash
+python benchmarks/report.py benchmarks/results/throughput.json benchmarks/results/scaling.json
+```
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf_common import METHOD_LABELS  # noqa: E402
+
+
+def _machine(payload: dict) -> str:
+    m = payload["machine"]
+    threads = payload.get("settings", {}).get("threads")
+    load = payload.get("load_average_start"), payload.get("load_average_end")
+    return (
+        f"{m.get('cpu_model')} ({m.get('cpu_logical_cores')} logical cores visible, torch threads {threads}), "
+        f"torch {m.get('torch')}, transformers {m.get('transformers')}, trl {m.get('trl')}, {m.get('date')}; "
+        f"load average at start/end {load[0]} / {load[1]}"
+    )
+
+
+def throughput_tables(payload: dict) -> str:
+    out = [f"Machine: {_machine(payload)}", "", f"Command: `{payload['command']}`", ""]
+    out.append(
+        "| data | variant | method | step s (spread) | tokens/step | tokens/s | step peak MiB | time ratio | "
+        "token ratio | padded-position ratio | LM-head position ratio | memory ratio | time <= 1.1x tokens | "
+        "memory <= 1.1x tokens |"
+    )
+    out.append("|" + "---|" * 14)
+    for r in payload["ratios"]:
+        lo, hi = r["step_time_spread_s"]
+        out.append(
+            f"| {r['data_used']} | {r['variant']} | {METHOD_LABELS[r['method']]} | {r['step_time_s']:.2f} "
+            f"({lo:.2f}-{hi:.2f}) | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | "
+            f"{r['step_peak_increase_mib']:.0f} | **{r['time_ratio']:.2f}** | {r['token_ratio']:.2f} | "
+            f"{r['position_ratio']:.2f} | {r['scored_ratio']:.2f} | **{r['memory_ratio']:.2f}** | "
+            f"{'yes' if r['time_target_met'] else 'no'} | {'yes' if r['memory_target_met'] else 'no'} |"
+        )
+    out.append("")
+    for e in payload.get("prefix_sharing_exactness", []):
+        out.append(
+            f"- prefix sharing vs two-row, {e['model']} on {e['data_used']} ({e['pairs']} pairs, fp32): max |diff| of "
+            f"c_w, c_l, u_w, u_l = {e['max_abs_diff']:.1e} (max relative {e['max_rel_diff']:.1e}; mean |log p| "
+            f"{e['mean_abs_logp']:.0f})"
+        )
+    return "\n".join(out)
+
+
+def scaling_tables(payload: dict) -> str:
+    out = [f"Machine: {_machine(payload)}", "", f"Command: `{payload['command']}`", ""]
+    if "lengths" in payload:
+        out.append("| sweep | length | LM head | method | step s | time ratio | token ratio | memory ratio |")
+        out.append("|" + "---|" * 8)
+        for r in payload["lengths"]["ratios"]:
+            if r["method"] == "dpo":
+                continue
+            out.append(
+                f"| {r['sweep']} | {r['length']} | {r['lm_head']} | {METHOD_LABELS[r['method']]} | "
+                f"{r['step_time_s']:.2f} | **{r['time_ratio']:.2f}** | {r['token_ratio']:.2f} | "
+                f"{r['memory_ratio']:.2f} |"
+            )
+        out.append("")
+    if "attention" in payload:
+        out.append("| mode | row tokens | layout / attention | time s | peak RSS increase MiB |")
+        out.append("|" + "---|" * 5)
+        for r in sorted(
+            (r for r in payload["attention"] if "error" not in r),
+            key=lambda r: (r["case"].get("mode", "train"), r["case"]["row_tokens"], r["case"]["layout"],
+                           r["case"]["attn"]),  # fmt: skip
+        ):
+            c = r["case"]
+            out.append(
+                f"| {c.get('mode', 'train')} | {c['row_tokens']} | {c['layout']} / {c['attn']} | {r['time_s']:.3f} | "
+                f"{r['peak_increase_mib']:.0f} |"
+            )
+        for r in payload["attention"]:
+            if "error" in r:
+                out.append(f"- error: {r['case']}: {r['error'][-300:]}")
+    return "\n".join(out)
+
+
+def main(paths):
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        print(f"## {path}\n")
+        kind = payload.get("benchmark")
+        if kind == "throughput":
+            print(throughput_tables(payload))
+        elif kind == "scaling":
+            print(scaling_tables(payload))
+        else:
+            print(json.dumps(payload.get("table"), indent=1))
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
