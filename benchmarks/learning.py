@@ -12,9 +12,9 @@ preference pairs with the same hyperparameters (steps, batch, learning-rate sche
 Studies:
 
 - `sort` (synthetic, programmatic oracle, see `benchmarks/tasks.py`): a tiny Llama is SFT-trained (`trl.SFTTrainer`)
-  on sorting short lists until it is right on roughly a third of held-out prompts; preference pairs are chosen = the
-  correct answer, rejected = a wrong answer *sampled from the SFT model* (a programmatic near-miss only when none of the
-  samples for a prompt is wrong; the counts are reported). Held-out evaluation on unseen prompts: conditional and
+  on sorting short lists until it is right on about half of the held-out prompts; preference pairs are chosen = the
+  correct answer, rejected = a wrong answer *sampled from the SFT model* (a programmatic near-miss only when none of
+  the samples for a prompt is wrong; the counts are reported). Held-out evaluation on unseen prompts: conditional and
   unconditional implicit-reward accuracy on held-out pairs built the same way, and exact-match accuracy and mean length
   of greedy generations from the prompt alone.
 - `hh`: the Anthropic HH-RLHF harmless-base sample (first 1,000 pairs train, last 200 held out): a tokenizer trained on
@@ -225,7 +225,8 @@ def pair_logps(model, pairs: list[tuple[list[int], list[int], list[int]]], batch
 
 
 def reward_accuracies(policy_logps: dict, ref_logps: dict, beta: float) -> dict:
-    """Held-out implicit-reward accuracies (strictly positive margin) and mean margins, conditional and unconditional."""
+    """Held-out implicit-reward accuracies (strictly positive margin) and mean margins, conditional and
+    unconditional."""
     out = {}
     for kind, (w, l) in {"unconditional": ("u_w", "u_l"), "conditional": ("c_w", "c_l")}.items():
         margins = [
@@ -533,7 +534,8 @@ def largest_divisor(n: int, at_most: int) -> int:
 def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict) -> dict:
     if "rows" not in data_cache:
         if args.synthetic_hh:
-            train_all, eval_all = synthetic_conversations(args.n_train, seed=1), synthetic_conversations(args.n_eval, 2)
+            train_all = synthetic_conversations(args.n_train, seed=1)
+            eval_all = synthetic_conversations(args.n_eval, seed=2)
             source = "synthetic conversations (benchmarks/tasks.py: synthetic_conversations)"
         else:
             train_all, eval_all = load_hh(args.data, args.n_train, args.n_eval)

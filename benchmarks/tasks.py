@@ -21,8 +21,8 @@ from dataclasses import dataclass
 class SortTask:
     """Sort a list of `min_items`..`max_items` distinct integers from `[0, max_value)`.
 
-    Prompt: `"sort 41 7 93 ="`, answer: `" 7 41 93"` (TRL appends the EOS token). Numbers are separated by single spaces,
-    so with a byte-level BPE trained on task texts every number is one or two tokens and prompt/answer tokenize
+    Prompt: `"sort 41 7 93 ="`, answer: `" 7 41 93"` (TRL appends the EOS token). Numbers are separated by single
+    spaces, so with a byte-level BPE trained on task texts every number is one or two tokens and prompt/answer tokenize
     independently (no merge across the boundary).
     """
 
