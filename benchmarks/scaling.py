@@ -213,7 +213,7 @@ def run_attention_cases(cases: list[dict], in_process: bool, max_busy: float | N
 
 
 # ---------------------------------------------------------------------------------------------------------- plots
-def plot_lengths(table: list[dict], sweep: str, lm_head: str, path: Path, machine: str) -> None:
+def plot_lengths(table: list[dict], sweep: str, lm_head: str, path: Path, machine: str, other: str, model: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,17 +231,17 @@ def plot_lengths(table: list[dict], sweep: str, lm_head: str, path: Path, machin
         axes[0].plot(x, [r["token_ratio"] for r in rows], "--", color=colors[method], label=f"{label}: tokens")
         axes[1].plot(x, [r["memory_ratio"] for r in rows], "o-", color=colors[method], label=f"{label}: peak memory")
         axes[1].plot(x, [r["token_ratio"] for r in rows], "--", color=colors[method], label=f"{label}: tokens")
-    other = "prompt 64 tokens" if sweep == "response" else "responses 64 tokens"
+    lengths = sorted({r["length"] for r in table if r["sweep"] == sweep})
     for ax, title in zip(axes, ("step time / DPO step time", "step peak memory / DPO's")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.set_xlabel(f"{sweep} length (tokens; {other})")
         ax.set_ylabel("InSPO / DPOTrainer")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"InSPO vs DPOTrainer, {sweep} sweep (Llama 4x256, vocab 32k, fp32; {machine}; LM head: {lm_head})",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(f"InSPO vs DPOTrainer, {sweep} sweep ({model}; {machine}; LM head: {lm_head})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -268,6 +268,8 @@ def plot_attention(results: list[dict], path: Path) -> None:
         what = "forward + backward" if mode == "train" else "no-grad forward (reference)"
         for ax, ylabel in zip(axes[row], (f"peak RSS increase, MiB ({what})", f"seconds ({what})")):
             ax.set_xscale("log", base=2)
+            rows_measured = sorted({r["case"]["row_tokens"] for r in results})
+            ax.set_xticks(rows_measured, [str(n) for n in rows_measured])
             ax.set_yscale("log")
             ax.set_xlabel("tokens of the pair's prefix-shared row")
             ax.set_ylabel(ylabel)
@@ -327,6 +329,9 @@ def main(argv=None):
     load_start = pc.load_average()
     machine = pc.machine_info()
     machine_label = f"{machine.get('cpu_model', 'CPU')}, {args.threads} threads"
+    shape = pc.MODEL_SHAPES["tiny" if args.smoke else "llama-32k"]
+    model_label = (f"{shape['architecture']} {shape['num_layers']}x{shape['hidden_size']}, "
+                   f"vocab {shape['vocab_size']}, fp32, batch {args.batch_size} pair(s)")  # fmt: skip
 
     payload = {
         "benchmark": "scaling",
@@ -355,7 +360,9 @@ def main(argv=None):
             for lm_head in args.lm_head:
                 suffix = "" if lm_head == "stock" else f"_{lm_head}"
                 path = plots_dir / f"scaling_{sweep}{suffix}.png"
-                plot_lengths(table, sweep, lm_head, path, machine_label)
+                base = 16 if args.smoke else 64
+                other = f"prompt {base} tokens" if sweep == "response" else f"responses {base} tokens"
+                plot_lengths(table, sweep, lm_head, path, machine_label, other, model_label)
                 plots.append(str(path))
         for r in table:
             if r["method"] != "dpo":

@@ -68,6 +68,8 @@ def build_cases(args, tokenizer_dir: str) -> list[dict]:
     model = "tiny" if args.smoke else "llama-32k"
     for data in args.datasets:
         for variant in args.variants:
+            if variant == "qwen2" and data == "long" and not args.smoke:
+                continue  # Qwen2's shape differs from Llama's by q/k/v biases only: its HH runs show the family
             methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else pc.METHODS
             for method in methods:
                 case = dict(
