@@ -4,7 +4,7 @@ model-FLOPs utilisation (MFU).
 
 Launch (one GPU, from the repository root):
 
-    python benchmarks/gpu.py --output benchmarks/results/gpu.json
+    python benchmarks/gpu.py --targets-only --output benchmarks/results/gpu.json
 
 The model is built from config with Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864,
 vocabulary 151936, tied embeddings: 494M parameters), random weights, bf16 weights and autocast, `sdpa` attention
@@ -12,7 +12,8 @@ vocabulary 151936, tied embeddings: 494M parameters), random weights, bf16 weigh
 or `eager`). Methods: `trl.DPOTrainer`, `InSPOTrainer` two-row, `InSPOTrainer` prefix-shared; live reference model
 (a frozen copy); data: the HH-RLHF sample (`--data-path`, synthetic chat-like rows when absent) and long-response
 synthetic rows. Each (data, method) runs in a fresh process, `--repeats` times, interleaved; a step is timed from one
-`on_step_end` to the next after `torch.cuda.synchronize()`.
+`on_step_end` to the next after `torch.cuda.synchronize()`. `--targets-only` adds InSPO runs that score only the target segments
+(the experiment of `throughput.py`'s `compact_targets` variant: what skipping the unconditional values would save).
 
 MFU, two ways (both divided by the step time and the device's peak dense bf16 FLOP/s, looked up from the device name
 in `PEAK_BF16_TFLOPS`, or `--peak-tflops`):
@@ -92,11 +93,16 @@ def step_flops(result: dict) -> dict:
 
 def build_cases(args, tokenizer_dir: str) -> list[dict]:
     cases = []
+    runs = [(method, "default") for method in pc.METHODS]
+    if args.targets_only:
+        runs += [("inspo", "targets_only"), ("inspo_ps", "targets_only")]
     for data in args.datasets:
-        for method in pc.METHODS:
+        for method, variant in runs:
             cases.append(
                 dict(
-                    label=f"{data}/{method}",
+                    label=f"{data}/{variant}/{method}",
+                    variant=variant,
+                    score_targets_only=variant == "targets_only",
                     method=method,
                     model="tiny" if args.smoke else args.model,
                     data=data,
@@ -131,6 +137,8 @@ def main(argv=None):
     parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
     parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default --attn)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--targets-only", action="store_true",
+                        help="also run InSPO scoring only the target segments (an experiment, see throughput.py)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (overrides lookup)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--in-process", action="store_true")
@@ -170,8 +178,8 @@ def main(argv=None):
             continue
         f = step_flops(r)
         r["flops"] = f
-        by_key.setdefault((r["case"]["data"], r["case"]["method"]), []).append(r)
-    for (data, method), rs in by_key.items():
+        by_key.setdefault((r["case"]["data"], r["case"]["variant"], r["case"]["method"]), []).append(r)
+    for (data, variant, method), rs in by_key.items():
         t = statistics.median(r["step_time_mean_s"] for r in rs)
         f = rs[0]["flops"]
         rows.append(
@@ -179,6 +187,7 @@ def main(argv=None):
                 "data": data,
                 "data_used": rs[0]["data_used"],
                 "method": method,
+                "variant": variant,
                 "attn": rs[0]["case"]["attn"],
                 "step_time_s": t,
                 "tokens_per_step": f["tokens"],
@@ -193,7 +202,7 @@ def main(argv=None):
             }
         )
     for row in rows:
-        base = next((b for b in rows if b["data"] == row["data"] and b["method"] == "dpo"), None)
+        base = next((b for b in rows if b["data"] == row["data"] and b["method"] == "dpo"), None)  # default variant
         if base:
             row["time_ratio"] = row["step_time_s"] / base["step_time_s"]
             row["token_ratio"] = row["tokens_per_step"] / base["tokens_per_step"]
@@ -213,12 +222,12 @@ def main(argv=None):
         "runs": results,
     }
     pc.write_json(args.output, payload)
-    print("| data | method | step s | tokens/s | peak MiB | time ratio | token ratio | MFU 6N | MFU model |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| data | method | variant | step s | tokens/s | peak MiB | time ratio | token ratio | MFU 6N | MFU model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
         nan = float("nan")
-        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | "
+        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['variant']} | {r['step_time_s']:.3f} | "
               f"{r['tokens_per_s']:.0f} | {r['peak_mib']:.0f} | {r.get('time_ratio', nan):.2f} | "
               f"{r.get('token_ratio', nan):.2f} | {mfu(r['mfu_6n'])} | {mfu(r['mfu_model'])} |")  # fmt: skip
     print(f"device: {device_name or 'CPU (smoke)'}; peak bf16 {peak} TFLOP/s; wrote {args.output}")

@@ -93,10 +93,12 @@ def test_scaling_smoke(tmp_path):
 
 
 def test_gpu_smoke(tmp_path):
-    payload, stdout = run_script("gpu", tmp_path)
+    payload, stdout = run_script("gpu", tmp_path, "--targets-only")
     assert payload["smoke"] and not payload["errors"]
-    methods = {r["method"] for r in payload["table"]}
-    assert methods == {"dpo", "inspo", "inspo_ps"}
+    runs = {(r["variant"], r["method"]) for r in payload["table"]}
+    assert runs == {("default", m) for m in ("dpo", "inspo", "inspo_ps")} | {
+        ("targets_only", m) for m in ("inspo", "inspo_ps")
+    }
     for r in payload["table"]:
         assert r["tokens_per_s"] > 0 and r["tflops_model"] > 0
     assert "MFU" in stdout
