@@ -162,3 +162,22 @@ def test_model_built_from_config_gets_a_frozen_reference_copy(tmp_path, model_fa
     for (n, a), (_, b) in zip(trainer.model.named_parameters(), trainer.ref_model.named_parameters()):
         assert torch.equal(a, b), n
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_reference_copy_of_a_patched_model_runs_its_own_weights(tmp_path, model_factory, tokenizer, preference_dataset):
+    """A model that went through a TRL trainer before carries a patched `forward` whose closure holds that model's
+    forward: the frozen reference copy must not inherit it (its plain forward would run the trained policy)."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = model_factory()
+    add_fused_lm_head(model)  # what an earlier SFTTrainer/DPOTrainer run in the same process leaves behind
+    args = InSPOConfig(**config_kwargs(tmp_path, max_steps=3, learning_rate=1e-2))
+    trainer = InSPOTrainer(model=model, args=args, train_dataset=preference_dataset, processing_class=tokenizer)
+    trainer.train()
+    ids = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad():
+        ref_logits = trainer.ref_model(input_ids=ids).logits
+        policy_logits = trainer.model(input_ids=ids).logits
+        fresh_logits = model_factory()(input_ids=ids).logits  # the initial weights, unpatched
+    torch.testing.assert_close(ref_logits, fresh_logits)
+    assert not torch.allclose(ref_logits, policy_logits)

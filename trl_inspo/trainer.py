@@ -209,6 +209,9 @@ class InSPOTrainer(DPOTrainer):
         ):
             logger.info("The model has no name or path to reload a reference from; using a frozen copy of it.")
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            # A model that went through a TRL trainer carries a patched `forward` whose closure holds the original
+            # model's forward; drop it so that the copy runs its own weights (TRL patches the reference again).
+            ref_model.__dict__.pop("forward", None)
 
         skip_reference = _reference_model_load_skipped(isinstance(model, str))
         with skip_reference if args.reference_free else contextlib.nullcontext():
