@@ -819,6 +819,7 @@ def smoke_args(study: str) -> StudyArgs:
     args.num_train_prompts, args.num_eval_prompts, args.samples_per_prompt = 16, 16, 2
     args.max_new_tokens = 12
     args.n_train, args.n_eval, args.synthetic_hh = 16, 8, True
+    args.threads = 1  # tiny matrices: a second thread only adds synchronisation
     return args
 
 
