@@ -228,7 +228,7 @@ def test_rows_that_cannot_train_are_dropped_counted_and_logged(base, caplog):
     assert len(out) + sum(base.inspo_dropped["messy"].values()) == len(rows)
     assert "InSPO, messy dataset: dropped 5 of 10 rows: 4 empty_response (e.g. row 1), 1 identical_responses (e.g. " \
            "row 5)" in caplog.text
-    assert "docs/troubleshooting.md" in caplog.text
+    assert "Troubleshooting section of the trl-inspo README" in caplog.text
 
 
 def test_conversational_empty_and_identical(base):

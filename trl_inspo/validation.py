@@ -53,7 +53,7 @@ TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 VISION_COLUMNS = ("image", "images")
 ROW_COLUMN = "_inspo_row"  # original row index, carried through the lazy steps of an IterableDataset
-TROUBLESHOOTING = "docs/troubleshooting.md"
+TROUBLESHOOTING = "the Troubleshooting section of the trl-inspo README"
 _BATCH_SIZE = 65_536
 
 _REASON_TEXT = {
