@@ -837,6 +837,9 @@ def summarize(results: list[dict], key_fields: tuple[str, ...]) -> dict:
             "tokens_per_s": med("tokens_per_s"),
             "pairs_per_s": med("pairs_per_s"),
             "step_peak_increase_mib": med("step_peak_increase_mib"),
+            "step_peak_increase_mean_mib": statistics.median(
+                statistics.mean(r["step_peak_increase_all_mib"][r["case"]["warmup"] :]) for r in rs
+            ),
             "peak_increase_over_load_mib": med("peak_increase_over_load_mib"),
             "data_used": rs[0]["data_used"],
             "other_cpu_cores_max": max(r.get("other_cpu_cores_during_train", float("nan")) for r in rs),

@@ -19,6 +19,9 @@ rows of growing length, with `sdpa` (dense boolean 4D mask), `eager` (additive 4
 (`scaling_attention.png`): forward + backward (training) and no-grad forward (reference model). PyTorch's
 FlexAttention has no backward on CPU, so on CPU it appears in the forward-only measurements only.
 
+Part `lm_head`: TRL's chunked log-prob LM head alone (the function its fused LM head calls), forward + backward over a
+growing number of positions (`lm_head_cpu.png`): on CPU it is the largest cost of a step at a 32k vocabulary.
+
 Usage (from the repository root; `--smoke` runs a seconds-long version on a tiny model):
 
 ```bash
@@ -187,21 +190,58 @@ def attention_case(case: dict) -> dict:
     }
 
 
-def run_attention_cases(cases: list[dict], in_process: bool, max_busy: float | None = None) -> list[dict]:
+# ---------------------------------------------------------------------------------------------------------- LM head
+def lm_head_case(case: dict) -> dict:
+    """TRL's chunked log-prob LM head alone (`trl.kernels.ChunkedLogProbFunction`, the function its fused LM head
+    calls, with DPOTrainer's outputs: log-probs, entropy, mean logit, top-1): forward + backward over `case['n']`
+    positions, hidden size and vocabulary of `case['model']`. Returns the median time and the peak RSS increase."""
+    import torch
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+    torch.set_num_threads(case["threads"])
+    shape = pc.MODEL_SHAPES[case["model"]]
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(case["n"], shape["hidden_size"], generator=g, requires_grad=True)
+    weight = (torch.randn(shape["vocab_size"], shape["hidden_size"], generator=g) * 0.02).requires_grad_(True)
+    targets = torch.randint(0, shape["vocab_size"], (case["n"],), generator=g)
+
+    def call():
+        outputs = ChunkedLogProbFunction.apply(
+            hidden, weight, None, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
+            ("log_probs", "entropy", "mean_logits", "is_top1"),
+        )  # fmt: skip
+        outputs[0].sum().backward()
+        hidden.grad = weight.grad = None
+
+    call()  # warm-up
+    times, peaks = [], []
+    for _ in range(case["calls"]):
+        pc.reset_peak_rss()
+        start = pc.current_rss_mib()
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        peaks.append(pc.peak_rss_mib() - start)
+    times.sort()
+    return {"case": case, "time_s": times[len(times) // 2], "peak_increase_mib": max(peaks)}
+
+
+def run_subprocess_cases(function: str, cases: list[dict], in_process: bool, max_busy: float | None = None):
+    """Run `function(case)` of this module for each case, each in a fresh subprocess unless `in_process`."""
     results = []
     for case in cases:
         if max_busy is not None:
             pc.wait_between_cases(max_busy, 180.0)
-        label = f"{case['mode']}/{case['layout']}/{case['attn']}/{case['row_tokens']}"
-        print(f"[bench] attention {label}", file=sys.stderr, flush=True)
+        print(f"[bench] {function} {case}", file=sys.stderr, flush=True)
         if in_process:
-            results.append(attention_case(case))
+            results.append(globals()[function](case))
             continue
         env = dict(os.environ, **pc.MALLOC_ENV)
         env["PYTHONPATH"] = os.pathsep.join([str(pc.REPO_ROOT), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
         proc = subprocess.run(
-            [sys.executable, "-c", "import json, sys, scaling; "
-             "print('@@RESULT@@' + json.dumps(scaling.attention_case(json.loads(sys.argv[1]))))", json.dumps(case)],
+            [sys.executable, "-c", f"import json, sys, scaling; "
+             f"print('@@RESULT@@' + json.dumps(scaling.{function}(json.loads(sys.argv[1]))))", json.dumps(case)],
             capture_output=True, text=True, env=env, cwd=pc.REPO_ROOT,
         )  # fmt: skip
         lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
@@ -210,6 +250,30 @@ def run_attention_cases(cases: list[dict], in_process: bool, max_busy: float | N
         else:  # e.g. flex_attention failing to compile: record the error, keep going
             results.append({"case": case, "error": proc.stderr[-2000:]})
     return results
+
+
+def plot_lm_head(results: list[dict], path: Path, machine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = sorted((r for r in results if "error" not in r), key=lambda r: r["case"]["n"])
+    n = [r["case"]["n"] for r in rs]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    axes[0].plot(n, [1000 * r["time_s"] / r["case"]["n"] for r in rs], "o-")
+    axes[0].set_ylabel("ms per position (forward + backward)")
+    axes[1].plot(n, [r["peak_increase_mib"] for r in rs], "o-")
+    axes[1].set_ylabel("peak RSS increase (MiB)")
+    for ax in axes:
+        ax.set_xlabel("positions scored")
+        ax.grid(alpha=0.3)
+    shape = pc.MODEL_SHAPES[rs[0]["case"]["model"]] if rs else {}
+    fig.suptitle(f"TRL chunked log-prob LM head on CPU (hidden {shape.get('hidden_size')}, vocab "
+                 f"{shape.get('vocab_size')}; {machine})", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------- plots
@@ -285,7 +349,9 @@ def plot_attention(results: list[dict], path: Path) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny model, short lengths, in-process")
-    parser.add_argument("--parts", nargs="+", default=["lengths", "attention"], choices=["lengths", "attention"])
+    parser.add_argument("--parts", nargs="+", default=["lengths", "attention", "lm_head"],
+                        choices=["lengths", "attention", "lm_head"])
+    parser.add_argument("--lm-head-positions", nargs="+", type=int, default=[256, 512, 1024, 2048, 3072, 4096])
     parser.add_argument("--sweeps", nargs="+", default=["response", "prompt"], choices=["response", "prompt"])
     parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
     parser.add_argument("--lm-head", nargs="+", default=["stock"], choices=["stock", "compact"])
@@ -319,6 +385,7 @@ def main(argv=None):
         args.sweeps = args.sweeps[:1]
         args.attention_rows = [128, 256]
         args.attention_impls = ["sdpa", "eager"]
+        args.lm_head_positions = [64, 128]
         args.threads = 1
     plots_dir = args.plots_dir or args.output.parent
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -383,7 +450,7 @@ def main(argv=None):
                              row_tokens=row_tokens, prompt_tokens=16 if args.smoke else 64, pairs=1,
                              calls=2 if args.smoke else 3, threads=args.threads)  # fmt: skip
                     )
-        results = run_attention_cases(cases, args.in_process, args.max_busy)
+        results = run_subprocess_cases("attention_case", cases, args.in_process, args.max_busy)
         payload["attention"] = results
         path = plots_dir / "scaling_attention.png"
         plot_attention(results, path)
@@ -395,6 +462,18 @@ def main(argv=None):
             else:
                 print(f"attention {c['mode']:7s} {c['layout']:7s} {c['attn']:14s} {c['row_tokens']:5d} "
                       f"peak +{r['peak_increase_mib']:.0f} MiB, {r['time_s']:.3f} s")  # fmt: skip
+    if "lm_head" in args.parts:
+        cases = [dict(model="tiny" if args.smoke else "llama-32k", n=n, calls=2 if args.smoke else 3,
+                      threads=args.threads) for n in args.lm_head_positions]  # fmt: skip
+        results = run_subprocess_cases("lm_head_case", cases, args.in_process, args.max_busy)
+        payload["lm_head"] = results
+        path = plots_dir / "lm_head_cpu.png"
+        plot_lm_head(results, path, machine_label)
+        plots.append(str(path))
+        for r in results:
+            if "error" not in r:
+                print(f"lm head {r['case']['n']:5d} positions: {1000 * r['time_s'] / r['case']['n']:.3f} ms/position, "
+                      f"peak +{r['peak_increase_mib']:.0f} MiB")  # fmt: skip
     payload["load_average_end"] = pc.load_average()
     payload["wall_time_s"] = time.time() - started
     payload["plots"] = plots

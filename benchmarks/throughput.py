@@ -182,6 +182,9 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                         "position_ratio": pc.ratio(s["positions_per_step"], base["positions_per_step"]),
                         "scored_ratio": pc.ratio(s["scored_per_step"], base["scored_per_step"]),
                         "memory_ratio": mem_ratio,
+                        "memory_ratio_mean_step": pc.ratio(
+                            s["step_peak_increase_mean_mib"], base["step_peak_increase_mean_mib"]
+                        ),
                         "whole_run_memory_ratio": pc.ratio(
                             s["peak_increase_over_load_mib"], base["peak_increase_over_load_mib"]
                         ),
@@ -235,7 +238,19 @@ def main(argv=None):
     parser.add_argument("--patience", type=float, default=None,
                         help="after this many seconds, stop waiting for a quiet machine and stop re-running")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
+    parser.add_argument("--resummarize", action="store_true",
+                        help="recompute the ratios of an existing --output file from its runs (no new runs)")
     args = parser.parse_args(argv)  # fmt: skip
+    if args.resummarize:
+        import json
+
+        payload = json.loads(args.output.read_text())
+        settings = payload["settings"]
+        summary = pc.summarize(payload["runs"], ("data", "variant", "method"))
+        payload["ratios"] = ratio_table(summary, settings["datasets"], settings["variants"])
+        pc.write_json(args.output, payload)
+        print(format_table(payload["ratios"]))
+        return 0
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -90,6 +90,8 @@ def test_scaling_smoke(tmp_path):
         # one tree row holds the pair; the two-row layout repeats the prompt
         assert r["rows"] == 1 and two_row[n]["rows"] == 2
         assert r["tokens"] == two_row[n]["tokens"] - r["case"]["prompt_tokens"] + 1
+    lm_head = payload["lm_head"]
+    assert [r["case"]["n"] for r in lm_head] == [64, 128] and all(r["time_s"] > 0 for r in lm_head)
 
 
 def test_gpu_smoke(tmp_path):
