@@ -33,6 +33,7 @@ comes from it. This script was written on a machine without a GPU: its GPU numbe
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -93,9 +94,9 @@ def step_flops(result: dict) -> dict:
 
 def build_cases(args, tokenizer_dir: str) -> list[dict]:
     cases = []
-    runs = [(method, "default") for method in pc.METHODS]
+    runs = [(method, "default") for method in args.methods]
     if args.targets_only:
-        runs += [("inspo", "targets_only"), ("inspo_ps", "targets_only")]
+        runs += [(m, "targets_only") for m in ("inspo", "inspo_ps") if m in args.methods]
     for data in args.datasets:
         for method, variant in runs:
             cases.append(
@@ -131,6 +132,7 @@ def main(argv=None):
     parser.add_argument("--data-path", type=Path, default=pc.DEFAULT_HH)
     parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=["hh", "long", "chat"])
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 8 on hh, 4 on long)")
+    parser.add_argument("--methods", nargs="+", default=list(pc.METHODS), choices=pc.METHODS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -169,8 +171,13 @@ def main(argv=None):
     peak = args.peak_tflops or peak_tflops(device_name)
     cases = build_cases(args, tokenizer_dir)
     results = []
+    partial = Path(args.output).with_suffix(".partial.jsonl")  # survives a run cut off by a time limit
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text("")
     for result in _run(cases, args):
         results.append(result)
+        with partial.open("a") as f:
+            f.write(json.dumps(result, default=str) + "\n")
     rows = []
     by_key = {}
     for r in results:

@@ -563,6 +563,13 @@ def run_case(case: dict) -> dict:
         return _run_case(case)
     finally:
         trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs = saved
+        import gc
+
+        import torch
+
+        gc.collect()  # free this case's models before the next in-process case measures its memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _run_case(case: dict) -> dict:
@@ -619,10 +626,11 @@ def _run_case(case: dict) -> dict:
     ) + 8  # fmt: skip
 
     def make_model():
-        return build_model(
-            tokenizer, seed=seed, dtype=dtype, attn_implementation=attn,
-            max_position_embeddings=max(2048, 2 * max_len), **shape,
-        ).to(device)  # fmt: skip
+        with torch.device(device):  # initialise on the device (a 0.5B model initialised on CPU takes seconds)
+            return build_model(
+                tokenizer, seed=seed, dtype=dtype, attn_implementation=attn,
+                max_position_embeddings=max(2048, 2 * max_len), **shape,
+            ).to(device)  # fmt: skip
 
     model = make_model()
     ref_model = make_model().eval().requires_grad_(False) if reference == "live" else None

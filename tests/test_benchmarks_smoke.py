@@ -104,3 +104,12 @@ def test_gpu_smoke(tmp_path):
     for r in payload["table"]:
         assert r["tokens_per_s"] > 0 and r["tflops_model"] > 0
     assert "MFU" in stdout
+
+
+def test_gpu_exactness_smoke(tmp_path):
+    payload, _ = run_script("gpu_exactness", tmp_path)
+    layouts = {r["layout"] for r in payload["results"]}
+    assert layouts == {"ps_sdpa", "ps_flex", "ps_eager"}
+    for r in payload["results"]:
+        assert "error" not in r, r
+        assert r["max_rel_diff"] < 1e-5 and r["mean_abs_logp"] > 1.0
