@@ -12,8 +12,8 @@ vocabulary 151936, tied embeddings: 494M parameters), random weights, bf16 weigh
 or `eager`). Methods: `trl.DPOTrainer`, `InSPOTrainer` two-row, `InSPOTrainer` prefix-shared; live reference model
 (a frozen copy); data: the HH-RLHF sample (`--data-path`, synthetic chat-like rows when absent) and long-response
 synthetic rows. Each (data, method) runs in a fresh process, `--repeats` times, interleaved; a step is timed from one
-`on_step_end` to the next after `torch.cuda.synchronize()`. `--targets-only` adds InSPO runs that score only the target segments
-(the experiment of `throughput.py`'s `compact_targets` variant: what skipping the unconditional values would save).
+`on_step_end` to the next after `torch.cuda.synchronize()`. `--targets-only` adds InSPO runs with `unconditional_metrics=False`
+(the LM head scores the target segments only; see `throughput.py`'s `compact_targets` variant).
 
 MFU, two ways (both divided by the step time and the device's peak dense bf16 FLOP/s, looked up from the device name
 in `PEAK_BF16_TFLOPS`, or `--peak-tflops`):
@@ -27,7 +27,8 @@ in `PEAK_BF16_TFLOPS`, or `--peak-tflops`):
   (one third) for the live reference model.
 
 `--smoke` runs a seconds-long version on CPU with a tiny model (fp32), to keep the script from rotting; no GPU number
-comes from it. This script was written on a machine without a GPU: its GPU numbers have not been measured yet.
+comes from it. Results measured on an H100 (2026-11-26) are in `benchmarks/results/gpu*.json` and
+`docs/benchmarks_performance.md`.
 """
 
 from __future__ import annotations

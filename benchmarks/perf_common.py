@@ -478,27 +478,6 @@ def _make_step_callback(cuda: bool):
     return StepMeter()
 
 
-def _score_targets_only():
-    """Experiment (benchmark process only, not a trl_inspo feature): make `InSPOTrainer` score only the target
-    segments (`c_w`, `c_l`) in its policy and reference forwards, as a default-config InSPO loss needs, instead of also
-    the alternative segments (`u_w`, `u_l`: the `*_unconditional` metrics). The unconditional values read as 0 then;
-    only the timing is meaningful. Measures what skipping them would save."""
-    from trl_inspo import trainer as inspo_trainer
-
-    original = inspo_trainer.InSPOTrainer._forward_kwargs
-
-    def forward_kwargs(self, model, inputs):
-        kwargs = original(self, model, inputs)
-        if "shift_labels" in kwargs:
-            keep = (inputs["logp_kinds"] == 1) | (inputs["logp_kinds"] == 2)
-            kwargs["shift_labels"] = kwargs["shift_labels"].masked_fill(~keep, -100)
-        else:
-            kwargs["labels"] = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
-        return kwargs
-
-    inspo_trainer.InSPOTrainer._forward_kwargs = forward_kwargs
-
-
 def _make_profiler_callback(step_index: int, vocab_size: int):
     """A callback that runs `torch.profiler` over step `step_index` and sums the self CPU time of its ops into
     categories: the LM head (ops on a tensor with a vocabulary-sized dimension), attention (the sdpa/eager attention
@@ -558,7 +537,7 @@ def run_case(case: dict) -> dict:
 
     from trl_inspo import trainer as inspo_trainer
 
-    saved = (trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs)
+    saved = (trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs)  # restored even if a case patches
     try:
         return _run_case(case)
     finally:
@@ -587,8 +566,6 @@ def _run_case(case: dict) -> dict:
     if threads:
         torch.set_num_threads(threads)
     _apply_lm_head_mode(case.get("lm_head", "stock"))
-    if case.get("score_targets_only"):
-        _score_targets_only()
     import transformers
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -677,6 +654,7 @@ def _run_case(case: dict) -> dict:
             **common,
             prefix_sharing=method == "inspo_ps",
             max_alternative_length=case.get("max_alternative_length"),
+            unconditional_metrics=not case.get("score_targets_only"),
         )
         trainer_cls = InSPOTrainer
     meter = _make_step_callback(cuda)

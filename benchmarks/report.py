@@ -86,6 +86,36 @@ def scaling_tables(payload: dict) -> str:
     return "\n".join(out)
 
 
+def gpu_tables(payload: dict) -> str:
+    m = payload["machine"]
+    out = [
+        f"Device: {m.get('cuda_device')} (CUDA {m.get('cuda_version')}), torch {m.get('torch')}, transformers "
+        f"{m.get('transformers')}, trl {m.get('trl')}, {m.get('date')}; peak {payload.get('peak_bf16_tflops')} TFLOP/s",
+        "",
+        f"Command: `{payload['command']}`",
+        "",
+        "| data | pairs/step | method | scoring | attention | step s | tokens/step | tokens/s | step peak MiB | time ratio "
+        "| token ratio | memory ratio | MFU (6N) | MFU (model FLOPs) |",
+        "|" + "---|" * 14,
+    ]
+    batch = {r["case"]["data"]: r["case"]["batch_size"] for r in payload["runs"] if "case" in r}
+    for r in payload["table"]:
+        pct = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
+        scoring = "targets only" if r["variant"] == "targets_only" else "all four"
+        if r["method"] == "dpo":
+            scoring = "-"
+        out.append(
+            f"| {r['data_used']} | {batch.get(r['data'])} | {METHOD_LABELS[r['method']]} | {scoring} | {r['attn']} | "
+            f"{r['step_time_s']:.3f} | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | "
+            f"{r['step_peak_increase_mib']:.0f} | **{r.get('time_ratio', float('nan')):.2f}** | "
+            f"{r.get('token_ratio', float('nan')):.2f} | {r.get('memory_ratio', float('nan')):.2f} | "
+            f"{pct(r['mfu_6n'])} | {pct(r['mfu_model'])} |"
+        )
+    for e in payload.get("errors", []):
+        out.append(f"- error: {e['case'].get('label')}: {e['error'][:200]}")
+    return "\n".join(out)
+
+
 def main(paths):
     for path in paths:
         payload = json.loads(Path(path).read_text())
@@ -95,6 +125,8 @@ def main(paths):
             print(throughput_tables(payload))
         elif kind == "scaling":
             print(scaling_tables(payload))
+        elif kind == "gpu":
+            print(gpu_tables(payload))
         else:
             print(json.dumps(payload.get("table"), indent=1))
         print()

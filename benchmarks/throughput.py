@@ -13,10 +13,9 @@ thing against the baseline (Llama-shaped model, 32k vocabulary, live reference m
 - `qwen2`: the same shape as a Qwen2 model (q/k/v biases), live reference;
 - `compact`: like `live`, with TRL's fused LM head scoring only labelled positions also on CPU (what it does on CUDA),
   for DPO and InSPO alike;
-- `compact_targets`: like `compact`, with InSPO scoring only the target segments (`c_w`, `c_l`), not the alternative
-  segments that give the unconditional values `u_w`, `u_l` (which a default-config loss does not read; they feed the
-  `*_unconditional` metrics). An experiment patched into the benchmark process, not a trl_inspo option: it measures
-  what skipping them would save.
+- `compact_targets`: like `compact`, with InSPO's `unconditional_metrics=False`: the LM head scores only the target
+  segments (`c_w`, `c_l`, all a default-config loss reads), not the alternative segments that give the unconditional
+  values `u_w`, `u_l` (the `*_unconditional` metrics).
 
 Every (variant, method) runs in a fresh subprocess (clean peak-RSS numbers), `--repeats` times, interleaved. A step is
 timed from one `on_step_end` to the next (collation, forward passes, backward, optimizer step). Every method sees the

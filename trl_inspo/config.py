@@ -81,6 +81,13 @@ class InSPOConfig(DPOConfig):
             ancestors only (a 4D attention mask) and continue their parent's position ids: the prompt is processed
             once, and the four log-probabilities equal those of the two-row layout. Needs a model that takes a custom
             4D mask (`attn_implementation` `"sdpa"`, `"flex_attention"` or `"eager"`, no sliding-window layers).
+        unconditional_metrics (`bool`, *optional*, defaults to `True`):
+            Also score the alternative segments of the policy forward to log the unconditional values
+            (`rewards_unconditional/*`, `logps_unconditional/*`). With `False`, and when no loss term reads the
+            policy's unconditional log-probabilities (`unconditional_loss_weight=0`, no `"sft"`/`"orpo"` loss), the
+            fused LM head scores only the target segments (and the live reference forward too, unless
+            `reference_conditioning="prompt_only"` needs its prompt-only values): the loss is unchanged and the LM
+            head does half the work, which pays on long responses with a large vocabulary.
         strict_data (`list[str]`, *optional*, defaults to `[]`):
             Row conditions that raise an error when the dataset is prepared, instead of being dropped and counted
             (`"empty_response"`, `"identical_responses"`, `"prompt_too_long"`) or counted (`"prompt_truncated"`,
@@ -159,6 +166,14 @@ class InSPOConfig(DPOConfig):
             "fewer tokens. Needs attn_implementation 'sdpa', 'flex_attention' or 'eager' and no sliding-window layers."
         },
     )
+    unconditional_metrics: bool = field(
+        default=True,
+        metadata={
+            "help": "Also score the alternative segments to log the unconditional metrics (`rewards_unconditional/*`, "
+            "`logps_unconditional/*`). `False` skips that LM-head work when no loss reads the policy's unconditional "
+            "log-probabilities (unconditional_loss_weight=0, no 'sft'/'orpo' loss); the loss is unchanged."
+        },
+    )
     strict_data: list[str] = field(
         default_factory=list,
         metadata={
@@ -189,6 +204,18 @@ class InSPOConfig(DPOConfig):
             self.unconditional_loss_weight > 0
             or self.reference_conditioning == "prompt_only"
             or bool({"sft", "orpo"} & set(self.loss_type))
+        )
+
+    @property
+    def policy_needs_unconditional_logps(self) -> bool:
+        """Whether a loss term reads the policy's unconditional log-probabilities `log pi(y | x)`."""
+        return self.unconditional_loss_weight > 0 or bool({"sft", "orpo"} & set(self.loss_type))
+
+    @property
+    def reference_needs_unconditional_logps(self) -> bool:
+        """Whether a loss term reads the reference's prompt-only log-probabilities `log pi_ref(y | x)`."""
+        return not self.reference_free and (
+            self.unconditional_loss_weight > 0 or self.reference_conditioning == "prompt_only"
         )
 
     @property
@@ -256,6 +283,20 @@ class InSPOConfig(DPOConfig):
                     "`max_alternative_length=None`, or use reference_conditioning='conditional' with "
                     "unconditional_loss_weight=0 and no 'sft'/'orpo' loss."
                 )
+        if not isinstance(self.unconditional_metrics, bool):
+            fail(f"`unconditional_metrics` must be True or False, got {self.unconditional_metrics!r}.")
+        if not self.unconditional_metrics and self.policy_needs_unconditional_logps:
+            reasons = []
+            if self.unconditional_loss_weight > 0:
+                reasons.append(f"unconditional_loss_weight={self.unconditional_loss_weight}")
+            used = sorted({"sft", "orpo"} & set(self.loss_type))
+            if used:
+                reasons.append(f"loss_type {used}")
+            fail(
+                f"`unconditional_metrics=False` skips the policy's unconditional log-probabilities, but "
+                f"{' and '.join(reasons)} reads them, so nothing could be skipped. Set `unconditional_metrics=True` "
+                "(the default), or drop the unconditional term / 'sft' / 'orpo' loss."
+            )
         if self.alternative_separator is not None and not isinstance(self.alternative_separator, str):
             fail(f"`alternative_separator` must be a string or None, got {self.alternative_separator!r}.")
         if self.alternative_separator == "":

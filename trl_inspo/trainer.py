@@ -449,6 +449,9 @@ class InSPOTrainer(DPOTrainer):
         `log pi_ref(y_l | x)`). This is also the layout of the precomputed `ref_chosen_logps` / `ref_rejected_logps`
         columns.
         """
+        return self._ref_log_probs(model, inputs, score_alternatives=True)
+
+    def _ref_log_probs(self, model, inputs, score_alternatives):
         adapter_context = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -459,7 +462,7 @@ class InSPOTrainer(DPOTrainer):
             adapter_context,
             self.accelerator.autocast(),
         ):
-            outputs = model(**self._forward_kwargs(model, inputs), fused_lm_head=True)
+            outputs = model(**self._forward_kwargs(model, inputs, score_alternatives), fused_lm_head=True)
         ref = self._sequence_logps(outputs.log_probs, inputs)
         return (
             torch.stack([ref.chosen_conditional, ref.chosen_unconditional], dim=1),
@@ -479,12 +482,16 @@ class InSPOTrainer(DPOTrainer):
                     "precomputed by DPOTrainer). Remove these columns and let InSPOTrainer precompute them."
                 )
         else:
-            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+            # Prompt-only values only when a loss or the unconditional metrics read them (`unconditional_metrics`)
+            score_alternatives = self.args.unconditional_metrics or self.args.reference_needs_unconditional_logps
+            ref_chosen, ref_rejected = self._ref_log_probs(self.ref_model or self.model, inputs, score_alternatives)
         return ref_chosen[:, 0], ref_rejected[:, 0], ref_chosen[:, 1], ref_rejected[:, 1]
 
     # ------------------------------------------------------------------ helpers
-    def _forward_kwargs(self, model, inputs):
-        """Model inputs of an InSPO batch for a fused-LM-head forward that scores exactly the needed positions."""
+    def _forward_kwargs(self, model, inputs, score_alternatives=True):
+        """Model inputs of an InSPO batch for a fused-LM-head forward that scores exactly the needed positions: the
+        target segments (conditional values) and, with `score_alternatives`, the alternative segments (unconditional
+        values; the others then read 0)."""
         kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         kwargs["use_cache"] = False
         if "tree_segment_ids" in inputs:  # prefix-shared rows: tree attention mask, pre-shifted labels
@@ -493,9 +500,15 @@ class InSPOTrainer(DPOTrainer):
                 inputs["tree_segment_ids"], unwrapped.config._attn_implementation, unwrapped.dtype
             )
             kwargs["shift_labels"] = inputs["shift_labels"]
+            if not score_alternatives:
+                kinds = inputs["logp_kinds"]
+                targets = (kinds == CHOSEN_CONDITIONAL) | (kinds == REJECTED_CONDITIONAL)
+                kwargs["shift_labels"] = kwargs["shift_labels"].masked_fill(~targets, -100)
         else:
-            # Score the target and the alternative segments; the fused LM head skips every other position.
-            scored = (inputs["completion_mask"] + inputs["alternative_mask"]) > 0
+            # Score the target (and alternative) segments; the fused LM head skips every other position.
+            scored = inputs["completion_mask"] > 0
+            if score_alternatives:
+                scored = scored | (inputs["alternative_mask"] > 0)
             kwargs["labels"] = inputs["input_ids"].masked_fill(~scored, -100)
         return kwargs
 
@@ -518,7 +531,7 @@ class InSPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         args = self.args
-        model_kwargs = self._forward_kwargs(model, inputs)
+        model_kwargs = self._forward_kwargs(model, inputs, score_alternatives=args.unconditional_metrics)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
         outputs = model(**model_kwargs, fused_lm_head=True)
@@ -645,6 +658,8 @@ class InSPOTrainer(DPOTrainer):
                 policy.rejected_unconditional_lengths,
             ),
         ):
+            if prefix and not self.args.unconditional_metrics:
+                continue  # not scored (`unconditional_metrics=False`)
             w, l = w.detach(), l.detach()
             if ref_w is None:  # reference-free: length-normalised implicit rewards (as in SimPO/ORPO)
                 chosen_rewards = self.beta * w / len_w.clamp(min=1)
