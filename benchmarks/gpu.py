@@ -66,6 +66,12 @@ PEAK_BF16_TFLOPS = {
 }
 
 
+SUMMARY_NOTE = (
+    "step_time_s: median over the kept repeats (the first --discard-repeats dropped when more remain) of each run's "
+    "median step time after --warmup steps"
+)
+
+
 def peak_tflops(device_name: str | None) -> float | None:
     if not device_name:
         return None
@@ -126,6 +132,66 @@ def build_cases(args, tokenizer_dir: str) -> list[dict]:
     return cases
 
 
+def summarize(results: list[dict], peak: float | None, discard_repeats: int = 1) -> list[dict]:
+    """One row per (data, variant, method): the median over repeats of each run's median step time (a step's time
+    on a GPU has rare allocator/autotuning spikes that a mean would carry), after dropping the first
+    `discard_repeats` repeats when more remain (the first cases of a process run slower: allocator growth, kernel
+    selection), with FLOPs, MFU and ratios against DPOTrainer's default run on the same data."""
+    rows = []
+    by_key = {}
+    last = max((r.get("repeat", 0) for r in results if "error" not in r), default=0)
+    keep_from = discard_repeats if last >= discard_repeats else 0
+    for r in results:
+        if "error" in r or r.get("repeat", 0) < keep_from:
+            continue
+        r["flops"] = step_flops(r)
+        by_key.setdefault((r["case"]["data"], r["case"]["variant"], r["case"]["method"]), []).append(r)
+    for (data, variant, method), rs in by_key.items():
+        w = rs[0]["case"]["warmup"]
+        t = statistics.median(statistics.median(r["step_times_s"][w:]) for r in rs)
+        f = rs[0]["flops"]
+        rows.append(
+            {
+                "data": data,
+                "data_used": rs[0]["data_used"],
+                "method": method,
+                "variant": variant,
+                "attn": rs[0]["case"]["attn"],
+                "repeats_used": len(rs),
+                "step_time_s": t,
+                "step_time_runs_s": [statistics.median(r["step_times_s"][w:]) for r in rs],
+                "tokens_per_step": f["tokens"],
+                "tokens_per_s": f["tokens"] / t,
+                "pairs_per_s": rs[0]["case"]["batch_size"] / t,
+                "step_peak_increase_mib": statistics.median(r["step_peak_increase_mib"] for r in rs),
+                "peak_mib": statistics.median(r["peak_mib"] for r in rs),
+                "tflops_6n": f["flops_6n"] / t / 1e12,
+                "tflops_model": f["flops_model"] / t / 1e12,
+                "mfu_6n": f["flops_6n"] / t / (peak * 1e12) if peak else None,
+                "mfu_model": f["flops_model"] / t / (peak * 1e12) if peak else None,
+            }
+        )
+    for row in rows:
+        base = next((b for b in rows if b["data"] == row["data"] and b["method"] == "dpo"), None)  # default variant
+        if base:
+            row["time_ratio"] = row["step_time_s"] / base["step_time_s"]
+            row["token_ratio"] = row["tokens_per_step"] / base["tokens_per_step"]
+            row["memory_ratio"] = row["step_peak_increase_mib"] / base["step_peak_increase_mib"]
+    return rows
+
+
+def print_table(rows, device_name, peak, output):
+    print("| data | method | variant | step s | tokens/s | peak MiB | time ratio | token ratio | MFU 6N | MFU model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mfu = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
+        nan = float("nan")
+        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['variant']} | {r['step_time_s']:.3f} | "
+              f"{r['tokens_per_s']:.0f} | {r['peak_mib']:.0f} | {r.get('time_ratio', nan):.2f} | "
+              f"{r.get('token_ratio', nan):.2f} | {mfu(r['mfu_6n'])} | {mfu(r['mfu_model'])} |")  # fmt: skip
+    print(f"device: {device_name or 'CPU (smoke)'}; peak bf16 {peak} TFLOP/s; wrote {output}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long CPU run on a tiny model (no GPU needed)")
@@ -141,12 +207,24 @@ def main(argv=None):
     parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default --attn)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--targets-only", action="store_true",
-                        help="also run InSPO scoring only the target segments (an experiment, see throughput.py)")
+                        help="also run InSPO with unconditional_metrics=False (the LM head scores the target segments only)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (overrides lookup)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "gpu.json")
+    parser.add_argument("--discard-repeats", type=int, default=1,
+                        help="drop the first N repeats from the summary when more remain (process warm-up)")
+    parser.add_argument("--resummarize", type=Path, default=None,
+                        help="recompute the summary table of an existing result file (in place) and exit")
     args = parser.parse_args(argv)
+    if args.resummarize:
+        payload = json.loads(args.resummarize.read_text())
+        payload["table"] = summarize(payload["runs"], payload["peak_bf16_tflops"], args.discard_repeats)
+        payload["summary"] = SUMMARY_NOTE
+        pc.write_json(args.resummarize, payload)
+        print_table(payload["table"], payload["machine"].get("cuda_device"), payload["peak_bf16_tflops"],
+                    args.resummarize)  # fmt: skip
+        return 0
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -179,42 +257,7 @@ def main(argv=None):
         results.append(result)
         with partial.open("a") as f:
             f.write(json.dumps(result, default=str) + "\n")
-    rows = []
-    by_key = {}
-    for r in results:
-        if "error" in r:
-            continue
-        f = step_flops(r)
-        r["flops"] = f
-        by_key.setdefault((r["case"]["data"], r["case"]["variant"], r["case"]["method"]), []).append(r)
-    for (data, variant, method), rs in by_key.items():
-        t = statistics.median(r["step_time_mean_s"] for r in rs)
-        f = rs[0]["flops"]
-        rows.append(
-            {
-                "data": data,
-                "data_used": rs[0]["data_used"],
-                "method": method,
-                "variant": variant,
-                "attn": rs[0]["case"]["attn"],
-                "step_time_s": t,
-                "tokens_per_step": f["tokens"],
-                "tokens_per_s": f["tokens"] / t,
-                "pairs_per_s": rs[0]["case"]["batch_size"] / t,
-                "step_peak_increase_mib": statistics.median(r["step_peak_increase_mib"] for r in rs),
-                "peak_mib": statistics.median(r["peak_mib"] for r in rs),
-                "tflops_6n": f["flops_6n"] / t / 1e12,
-                "tflops_model": f["flops_model"] / t / 1e12,
-                "mfu_6n": f["flops_6n"] / t / (peak * 1e12) if peak else None,
-                "mfu_model": f["flops_model"] / t / (peak * 1e12) if peak else None,
-            }
-        )
-    for row in rows:
-        base = next((b for b in rows if b["data"] == row["data"] and b["method"] == "dpo"), None)  # default variant
-        if base:
-            row["time_ratio"] = row["step_time_s"] / base["step_time_s"]
-            row["token_ratio"] = row["tokens_per_step"] / base["tokens_per_step"]
-            row["memory_ratio"] = row["step_peak_increase_mib"] / base["step_peak_increase_mib"]
+    rows = summarize(results, peak, discard_repeats=args.discard_repeats)
     payload = {
         "benchmark": "gpu",
         "command": command,
@@ -225,20 +268,13 @@ def main(argv=None):
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "model_shape": pc.MODEL_SHAPES[cases[0]["model"]],
         "wall_time_s": time.time() - started,
+        "summary": SUMMARY_NOTE,
         "table": rows,
         "errors": [r for r in results if "error" in r],
         "runs": results,
     }
     pc.write_json(args.output, payload)
-    print("| data | method | variant | step s | tokens/s | peak MiB | time ratio | token ratio | MFU 6N | MFU model |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        mfu = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
-        nan = float("nan")
-        print(f"| {r['data_used']} | {pc.METHOD_LABELS[r['method']]} | {r['variant']} | {r['step_time_s']:.3f} | "
-              f"{r['tokens_per_s']:.0f} | {r['peak_mib']:.0f} | {r.get('time_ratio', nan):.2f} | "
-              f"{r.get('token_ratio', nan):.2f} | {mfu(r['mfu_6n'])} | {mfu(r['mfu_model'])} |")  # fmt: skip
-    print(f"device: {device_name or 'CPU (smoke)'}; peak bf16 {peak} TFLOP/s; wrote {args.output}")
+    print_table(rows, device_name, peak, args.output)
     return 1 if payload["errors"] else 0
 
 
