@@ -113,3 +113,14 @@ def test_gpu_exactness_smoke(tmp_path):
     for r in payload["results"]:
         assert "error" not in r, r
         assert r["max_rel_diff"] < 1e-5 and r["mean_abs_logp"] > 1.0
+
+
+def test_profile_step_smoke(tmp_path):
+    payload, _ = run_script("profile_step", tmp_path)
+    rows = {r["label"]: r for r in payload["results"]}
+    assert set(rows) == {"DPOTrainer", "InSPO two-row", "InSPO two-row (unconditional_metrics=False)",
+                         "InSPO prefix-shared"}  # fmt: skip
+    for r in rows.values():
+        assert r["self_cpu_ms"]["lm_head"] > 0 and r["self_cpu_ms"]["attention"] > 0
+    # unconditional_metrics=False scores the target segments only: half the positions of the default
+    assert 2 * rows["InSPO two-row (unconditional_metrics=False)"]["scored"] == rows["InSPO two-row"]["scored"]
