@@ -144,9 +144,20 @@ def attention_case(case: dict) -> dict:
         def __len__(self):
             return vocab
 
-    model = build_model(_Tok(), attn_implementation=case["attn"], max_position_embeddings=8192, **shape)
+    cuda = torch.cuda.is_available() and not case.get("cpu", False)
+    device = "cuda" if cuda else "cpu"
+    max_pos = max(8192, 2 * case["row_tokens"])
+    with torch.device(device):
+        model = build_model(_Tok(), attn_implementation=case["attn"], max_position_embeddings=max_pos, **shape)
+    if cuda:  # bf16, as a GPU run trains
+        model = model.to(torch.bfloat16)
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     backbone = model.model
-    rss_load = pc.current_rss_mib()
+    rss_load = torch.cuda.memory_allocated() / 2**20 if cuda else pc.current_rss_mib()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     def step():
         kwargs = {"input_ids": batch["input_ids"], "use_cache": False}
@@ -164,20 +175,29 @@ def attention_case(case: dict) -> dict:
         model.zero_grad(set_to_none=True)
 
     compile_s = None
-    if case["attn"] == "flex_attention":
+    if case["attn"] == "flex_attention" or cuda:  # compile / CUDA warm-up, not measured
         t0 = time.perf_counter()
         step()
+        sync()
         compile_s = time.perf_counter() - t0
     times, peaks = [], []
     for _ in range(case["calls"]):
-        pc.reset_peak_rss()
-        start_rss = pc.current_rss_mib()
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated() / 2**20
+        else:
+            pc.reset_peak_rss()
+            start = pc.current_rss_mib()
         t0 = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
-        peaks.append(pc.peak_rss_mib() - start_rss)
+        peaks.append((torch.cuda.max_memory_allocated() / 2**20 if cuda else pc.peak_rss_mib()) - start)
     times.sort()
-    return {
+    result = {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "mem_unit": "MiB allocated (CUDA)" if cuda else "MiB RSS",
         "case": case,
         "row_width": int(batch["input_ids"].size(1)),
         "rows": int(batch["input_ids"].size(0)),
@@ -188,6 +208,9 @@ def attention_case(case: dict) -> dict:
         "peak_increase_mib": max(peaks),
         "rss_after_load_mib": rss_load,
     }
+    print("[attention] " + json.dumps({k: result[k] for k in ("time_s", "peak_increase_mib")} | {
+        k: case[k] for k in ("layout", "attn", "mode", "row_tokens")}), flush=True)  # fmt: skip
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------- LM head
@@ -448,7 +471,7 @@ def main(argv=None):
                     cases.append(
                         dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, mode=mode,
                              row_tokens=row_tokens, prompt_tokens=16 if args.smoke else 64, pairs=1,
-                             calls=2 if args.smoke else 3, threads=args.threads)  # fmt: skip
+                             calls=2 if args.smoke else 3, threads=args.threads, cpu=cpu)  # fmt: skip
                     )
         results = run_subprocess_cases("attention_case", cases, args.in_process, args.max_busy)
         payload["attention"] = results

@@ -1,6 +1,9 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
 """Prefix-shared rows (`prefix_sharing=True`): exact layout, and the same numbers as the two-row layout."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from datasets import Dataset
@@ -136,6 +139,60 @@ def test_attention_backends(tmp_path, model_factory, tokenizer, preference_datas
     shared = _trainer(tmp_path, model_factory, tokenizer, preference_dataset, True, attn=attn, beta=0.5)
     plain = _trainer(tmp_path, model_factory, tokenizer, preference_dataset, False, beta=0.5)
     assert_same(_loss_and_metrics(shared, PAIRS), _loss_and_metrics(plain, PAIRS))
+
+
+def _random_segments(g, B, T, contiguous):
+    if not contiguous:  # any arrangement of segment types (pad = 5 included)
+        return torch.randint(0, 6, (B, T), generator=g)
+    rows = []
+    for _ in range(B):
+        lengths = torch.randint(0, max(2, T // 4), (5,), generator=g).tolist()
+        row = [s for s, n in zip(range(5), lengths) for _ in range(n)]
+        rows.append((row + [5] * T)[:T])
+    return torch.tensor(rows)
+
+
+@pytest.mark.parametrize("T", [1, 5, 127, 128, 129, 300, 513])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_tree_block_mask_equals_create_block_mask(T, contiguous):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from trl_inspo.prefix_sharing import _ANCESTORS, tree_block_mask
+
+    g = torch.Generator().manual_seed(T)
+    seg = _random_segments(g, 3, T, contiguous)
+
+    def mask_mod(b, h, q, kv):
+        return ((kv <= q) & _ANCESTORS[seg[b, q], seg[b, kv]]) | (q == kv)
+
+    ours, ref = tree_block_mask(seg), create_block_mask(mask_mod, 3, None, T, T, device="cpu")
+    assert torch.equal(ours.to_dense(), ref.to_dense())
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+        assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+    # and the block mask's element-level mask is the dense tree mask
+    dense = tree_attention_allowed(seg)[:, 0]
+    q, kv = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
+    for b in range(3):
+        assert torch.equal(ours.mask_mod(b, 0, q, kv), dense[b])
+
+
+def test_tree_block_mask_memory_does_not_grow_with_t_squared():
+    # 65,536 tokens: a dense T x T boolean mask alone would be 4 GiB
+    code = (
+        "import resource, torch\n"
+        "from trl_inspo.prefix_sharing import tree_block_mask\n"
+        "T = 65536\n"
+        "seg = torch.zeros(1, T, dtype=torch.long)\n"
+        "for i, s in enumerate((1, 2, 3, 4)): seg[:, 64 + i * (T // 4):] = s\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "mask = tree_block_mask(seg)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, mask.kv_num_blocks.shape[-1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mib, q_blocks = out.stdout.split()[-2:]
+    assert int(q_blocks) == 512
+    assert float(growth_mib) < 256
 
 
 def test_qwen2_family(tmp_path, model_factory, tokenizer, preference_dataset):

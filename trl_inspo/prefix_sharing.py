@@ -188,17 +188,67 @@ def tree_attention_mask(tree_segment_ids: torch.Tensor, attn_implementation: str
             ~allowed, torch.finfo(dtype).min
         )
     if attn_implementation == "flex_attention":
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        seg = tree_segment_ids
-        ancestors = _ANCESTORS.to(seg.device)
-
-        def mask_mod(b, h, q, kv):
-            return ((kv <= q) & ancestors[seg[b, q], seg[b, kv]]) | (q == kv)
-
-        B, T = seg.shape
-        return create_block_mask(mask_mod, B, None, T, T, device=seg.device)
+        return tree_block_mask(tree_segment_ids)
     raise ValueError(f"No tree attention mask for attn_implementation={attn_implementation!r}")
+
+
+def tree_block_mask(tree_segment_ids: torch.Tensor, block_size: int = 128):
+    """The flex-attention `BlockMask` of `tree_attention_allowed`, without ever building a `T x T` tensor
+    (`create_block_mask` evaluates the whole grid unless compiled): memory and work grow with `T * block_size` and
+    with the number of block pairs.
+
+    Below the diagonal every key precedes every query, so a block pair's status follows from which segment types each
+    block holds: some (query type, key type) pair allowed -> the block is needed; all allowed -> it is full. Diagonal
+    blocks are evaluated densely (`block_size x block_size` each). Positions past `T` are masked, as in
+    `create_block_mask`."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    seg = tree_segment_ids
+    B, T = seg.shape
+    device = seg.device
+    ancestors = _ANCESTORS.to(device)
+    n_types = ancestors.size(0)
+    out_of_range = n_types  # an extra type that allows nothing and that nothing may see
+    allowed_types = torch.zeros(n_types + 1, n_types + 1, dtype=torch.bool, device=device)
+    allowed_types[:n_types, :n_types] = ancestors
+    n_blocks = -(-T // block_size)
+    padded = torch.full((B, n_blocks * block_size), out_of_range, dtype=seg.dtype, device=device)
+    padded[:, :T] = seg
+    blocks = padded.view(B, n_blocks, block_size)
+
+    # Off-diagonal block pairs, from the segment types present in each block
+    present = torch.zeros(B, n_blocks, n_types + 1, device=device)
+    present.scatter_(2, blocks, 1.0)
+    allow = allowed_types.float()
+    some = (present @ allow @ present.transpose(1, 2)) > 0  # (B, query block, key block)
+    every = (present @ (1 - allow) @ present.transpose(1, 2)) == 0
+    below = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=device).tril(-1)
+    some, every = some & below, every & below
+
+    # Diagonal blocks, densely: (B, n_blocks, block, block)
+    in_block = torch.arange(block_size, device=device)
+    causal = in_block.unsqueeze(1) >= in_block.unsqueeze(0)
+    diag = allowed_types[blocks.unsqueeze(3), blocks.unsqueeze(2)] & causal
+    in_range = (torch.arange(n_blocks * block_size, device=device) < T).view(n_blocks, block_size)
+    diag |= torch.diag_embed(in_range).unsqueeze(0)  # each in-range query sees itself
+    eye = torch.eye(n_blocks, dtype=torch.bool, device=device)
+    some = some | (eye & diag.flatten(2).any(-1).unsqueeze(-1))
+    every = every | (eye & diag.flatten(2).all(-1).unsqueeze(-1))
+    partial = some & ~every
+
+    def ordered(dense):  # (B, query blocks, key blocks) -> counts and block indices, the marked ones first
+        num = dense.sum(-1, dtype=torch.int32).unsqueeze(1)
+        idx = torch.argsort(dense.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32).unsqueeze(1)
+        return num, idx
+
+    def mask_mod(b, h, q, kv):
+        return ((kv <= q) & ancestors[seg[b, q], seg[b, kv]]) | (q == kv)
+
+    kv_num, kv_idx = ordered(partial)
+    full_num, full_idx = ordered(every)
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod, seq_lengths=(T, T)
+    )
 
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention")
