@@ -12,8 +12,9 @@ vocabulary 151936, tied embeddings: 494M parameters), random weights, bf16 weigh
 or `eager`). Methods: `trl.DPOTrainer`, `InSPOTrainer` two-row, `InSPOTrainer` prefix-shared; live reference model
 (a frozen copy); data: the HH-RLHF sample (`--data-path`, synthetic chat-like rows when absent) and long-response
 synthetic rows. Each (data, method) runs in a fresh process, `--repeats` times, interleaved; a step is timed from one
-`on_step_end` to the next after `torch.cuda.synchronize()`. `--targets-only` adds InSPO runs with `unconditional_metrics=False`
-(the LM head scores the target segments only; see `throughput.py`'s `compact_targets` variant).
+`on_step_end` to the next after `torch.cuda.synchronize()`. `--targets-only` adds InSPO runs with
+`unconditional_metrics=False` (the LM head scores the target segments only; see `throughput.py`'s
+`compact_targets` variant).
 
 MFU, two ways (both divided by the step time and the device's peak dense bf16 FLOP/s, looked up from the device name
 in `PEAK_BF16_TFLOPS`, or `--peak-tflops`):
@@ -207,7 +208,7 @@ def main(argv=None):
     parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default --attn)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--targets-only", action="store_true",
-                        help="also run InSPO with unconditional_metrics=False (the LM head scores the target segments only)")
+                        help="also run InSPO with unconditional_metrics=False (LM head on the target segments only)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (overrides lookup)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--in-process", action="store_true")

@@ -535,13 +535,11 @@ def run_case(case: dict) -> dict:
     in-process runs do not leak them into the next case."""
     import trl.trainer.utils as trl_utils
 
-    from trl_inspo import trainer as inspo_trainer
-
-    saved = (trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs)  # restored even if a case patches
+    saved = trl_utils._use_triton  # `_apply_lm_head_mode` may patch it
     try:
         return _run_case(case)
     finally:
-        trl_utils._use_triton, inspo_trainer.InSPOTrainer._forward_kwargs = saved
+        trl_utils._use_triton = saved
         import gc
 
         import torch
@@ -607,7 +605,7 @@ def _run_case(case: dict) -> dict:
             return build_model(
                 tokenizer, seed=seed, dtype=dtype, attn_implementation=attn,
                 max_position_embeddings=max(2048, 2 * max_len), **shape,
-            ).to(device)  # fmt: skip
+            )  # fmt: skip
 
     model = make_model()
     ref_model = make_model().eval().requires_grad_(False) if reference == "live" else None

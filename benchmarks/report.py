@@ -94,7 +94,8 @@ def gpu_tables(payload: dict) -> str:
         "",
         f"Command: `{payload['command']}`",
         "",
-        "| data | pairs/step | method | scoring | attention | step s | tokens/step | tokens/s | step peak MiB | time ratio "
+        "| data | pairs/step | method | scoring | attention | step s | tokens/step | tokens/s | step peak MiB "
+        "| time ratio "
         "| token ratio | memory ratio | MFU (6N) | MFU (model FLOPs) |",
         "|" + "---|" * 14,
     ]

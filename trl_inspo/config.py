@@ -200,11 +200,20 @@ class InSPOConfig(DPOConfig):
     @property
     def needs_unconditional_logps(self) -> bool:
         """Whether the loss reads the unconditional log-probabilities `log pi(y | x)` of whole responses."""
-        return (
-            self.unconditional_loss_weight > 0
-            or self.reference_conditioning == "prompt_only"
-            or bool({"sft", "orpo"} & set(self.loss_type))
-        )
+        return self.policy_needs_unconditional_logps or self.reference_conditioning == "prompt_only"
+
+    def _unconditional_readers(self, reference: bool) -> str:
+        """The options that read the unconditional log-probabilities (the reference's too with `reference`), for
+        error messages."""
+        reasons = []
+        if reference and self.reference_conditioning == "prompt_only":
+            reasons.append("reference_conditioning='prompt_only'")
+        if self.unconditional_loss_weight > 0:
+            reasons.append(f"unconditional_loss_weight={self.unconditional_loss_weight}")
+        used = sorted({"sft", "orpo"} & set(self.loss_type))
+        if used:
+            reasons.append(f"loss_type {used}")
+        return " and ".join(reasons)
 
     @property
     def policy_needs_unconditional_logps(self) -> bool:
@@ -268,34 +277,20 @@ class InSPOConfig(DPOConfig):
                     f"{self.max_alternative_length!r}."
                 )
             if self.needs_unconditional_logps:
-                reasons = []
-                if self.reference_conditioning == "prompt_only":
-                    reasons.append("reference_conditioning='prompt_only'")
-                if self.unconditional_loss_weight > 0:
-                    reasons.append(f"unconditional_loss_weight={self.unconditional_loss_weight}")
-                used = sorted({"sft", "orpo"} & set(self.loss_type))
-                if used:
-                    reasons.append(f"loss_type {used}")
                 fail(
                     f"`max_alternative_length={self.max_alternative_length}` cannot be combined with "
-                    f"{' and '.join(reasons)}: these need the unconditional log-probabilities of the whole "
-                    "alternative response, which a shortened alternative does not give. Either set "
+                    f"{self._unconditional_readers(reference=True)}: these need the unconditional log-probabilities of "
+                    "the whole alternative response, which a shortened alternative does not give. Either set "
                     "`max_alternative_length=None`, or use reference_conditioning='conditional' with "
                     "unconditional_loss_weight=0 and no 'sft'/'orpo' loss."
                 )
         if not isinstance(self.unconditional_metrics, bool):
             fail(f"`unconditional_metrics` must be True or False, got {self.unconditional_metrics!r}.")
         if not self.unconditional_metrics and self.policy_needs_unconditional_logps:
-            reasons = []
-            if self.unconditional_loss_weight > 0:
-                reasons.append(f"unconditional_loss_weight={self.unconditional_loss_weight}")
-            used = sorted({"sft", "orpo"} & set(self.loss_type))
-            if used:
-                reasons.append(f"loss_type {used}")
             fail(
                 f"`unconditional_metrics=False` skips the policy's unconditional log-probabilities, but "
-                f"{' and '.join(reasons)} reads them, so nothing could be skipped. Set `unconditional_metrics=True` "
-                "(the default), or drop the unconditional term / 'sft' / 'orpo' loss."
+                f"{self._unconditional_readers(reference=False)} reads them, so nothing could be skipped. Set "
+                "`unconditional_metrics=True` (the default), or drop the unconditional term / 'sft' / 'orpo' loss."
             )
         if self.alternative_separator is not None and not isinstance(self.alternative_separator, str):
             fail(f"`alternative_separator` must be a string or None, got {self.alternative_separator!r}.")
