@@ -207,16 +207,27 @@ def main(argv=None):
     parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
     parser.add_argument("--ps-attn", default=None, help="attention implementation for prefix sharing (default --attn)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--targets-only", action="store_true",
-                        help="also run InSPO with unconditional_metrics=False (LM head on the target segments only)")
+    parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="also run InSPO with unconditional_metrics=False (LM head on the target segments only)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (overrides lookup)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "gpu.json")
-    parser.add_argument("--discard-repeats", type=int, default=1,
-                        help="drop the first N repeats from the summary when more remain (process warm-up)")
-    parser.add_argument("--resummarize", type=Path, default=None,
-                        help="recompute the summary table of an existing result file (in place) and exit")
+    parser.add_argument(
+        "--discard-repeats",
+        type=int,
+        default=1,
+        help="drop the first N repeats from the summary when more remain (process warm-up)",
+    )
+    parser.add_argument(
+        "--resummarize",
+        type=Path,
+        default=None,
+        help="recompute the summary table of an existing result file (in place) and exit",
+    )
     args = parser.parse_args(argv)
     if args.resummarize:
         payload = json.loads(args.resummarize.read_text())

@@ -58,7 +58,9 @@ def main(argv=None):
 
     hh = args.data_path if args.data_path and Path(args.data_path).exists() else None
     vocab = min([8000] + [pc.MODEL_SHAPES[m]["vocab_size"] // 2 for m in args.models])
-    tokenizer = pc.load_tokenizer(pc.prepare_tokenizer(hh, vocab_size=vocab, max_hh_rows=None if vocab == 8000 else 50))
+    tokenizer = pc.load_tokenizer(
+        pc.prepare_tokenizer(hh, vocab_size=vocab, max_hh_rows=None if vocab == 8000 else 50)
+    )
     results = []
     for model_key in args.models:
         shape = pc.MODEL_SHAPES[model_key]

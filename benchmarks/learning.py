@@ -58,8 +58,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("CI", "1")  # TRL skips telemetry on CI
 
-import torch  # noqa: E402
 import datasets  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -236,15 +236,23 @@ def reward_accuracies(policy_logps: dict, ref_logps: dict, beta: float) -> dict:
         out[f"{kind}_reward_accuracy"] = sum(m > 0 for m in margins) / len(margins)
         out[f"{kind}_reward_margin"] = sum(margins) / len(margins)
     # The deployed policy's own preference, without a reference: log p(y_w|x) > log p(y_l|x)
-    out["policy_prefers_chosen"] = sum(
-        a > b for a, b in zip(policy_logps["u_w"], policy_logps["u_l"])
-    ) / len(policy_logps["u_w"])
+    out["policy_prefers_chosen"] = sum(a > b for a, b in zip(policy_logps["u_w"], policy_logps["u_l"])) / len(
+        policy_logps["u_w"]
+    )
     return out
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, num_return_sequences: int = 1,
-             temperature: float | None = None, seed: int = 0, batch_size: int = 128) -> list[list[list[int]]]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    num_return_sequences: int = 1,
+    temperature: float | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> list[list[list[int]]]:
     """Generated token ids (EOS and anything after it removed) for each prompt, `num_return_sequences` each; greedy
     when `temperature` is None. Prompts are batched by token length, so no padding is involved."""
     model.eval()
@@ -255,8 +263,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, num_retu
         groups.setdefault(len(ids), []).append(i)
     out: list[list[list[int]]] = [[] for _ in prompts]
     eos = tokenizer.eos_token_id
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(
-        do_sample=False
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
     )
     for length in sorted(groups):
         idx = groups[length]
@@ -345,8 +353,9 @@ def preference_config(method: str, args: PrefArgs, seed: int, output_dir: str):
     if method == "inspo+uncond":
         return InSPOConfig(**kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=1.0)
     if method == "inspo+prompt_ref":
-        return InSPOConfig(**kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=0.0,
-                           reference_conditioning="prompt_only")
+        return InSPOConfig(
+            **kwargs, conditional_loss_weight=1.0, unconditional_loss_weight=0.0, reference_conditioning="prompt_only"
+        )
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS + EXTRA_METHODS}.")
 
 
@@ -360,8 +369,9 @@ def load_checkpoint(path: str):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def preference_train(method: str, sft_path: str, tokenizer, train_rows: list[dict], args: PrefArgs, seed: int,
-                     output_dir: str):
+def preference_train(
+    method: str, sft_path: str, tokenizer, train_rows: list[dict], args: PrefArgs, seed: int, output_dir: str
+):
     """Train a fresh copy of the SFT checkpoint with `method` against another fresh, frozen copy of it; returns the
     trained model and a record."""
     config = preference_config(method, args, seed, os.path.join(output_dir, method.replace("+", "_")))
@@ -369,7 +379,10 @@ def preference_train(method: str, sft_path: str, tokenizer, train_rows: list[dic
     policy = load_checkpoint(sft_path).train()
     ref = load_checkpoint(sft_path).eval().requires_grad_(False)
     trainer = trainer_cls(
-        model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(train_rows),
+        model=policy,
+        ref_model=ref,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
         processing_class=tokenizer,
     )
     start = time.perf_counter()
@@ -393,13 +406,21 @@ def trainer_eval(model, sft_path: str, tokenizer, eval_rows: list[dict], args: P
     config = preference_config("inspo", args, seed, os.path.join(output_dir, "eval"))
     config.per_device_eval_batch_size = largest_divisor(len(eval_rows), args.eval_batch_size)
     evaluator = InSPOTrainer(
-        model=model, ref_model=load_checkpoint(sft_path).eval().requires_grad_(False), args=config,
+        model=model,
+        ref_model=load_checkpoint(sft_path).eval().requires_grad_(False),
+        args=config,
         train_dataset=Dataset.from_list(eval_rows),  # required by DPOTrainer; never trained on
-        eval_dataset=Dataset.from_list(eval_rows), processing_class=tokenizer,
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
     )
     metrics = evaluator.evaluate()
-    keep = ("eval_rewards/accuracies", "eval_rewards_unconditional/accuracies", "eval_rewards/margins",
-            "eval_rewards_unconditional/margins", "eval_loss")
+    keep = (
+        "eval_rewards/accuracies",
+        "eval_rewards_unconditional/accuracies",
+        "eval_rewards/margins",
+        "eval_rewards_unconditional/margins",
+        "eval_loss",
+    )
     out = {k: metrics[k] for k in keep if k in metrics}
     out["eval_rows_used"] = len(evaluator.eval_dataset)
     out["inspo_dropped"] = evaluator.inspo_dropped.get("eval")
@@ -429,14 +450,22 @@ def sort_generation_metrics(task: SortTask, model, tokenizer, eval_prompts, max_
     }
 
 
-def sort_pairs(task: SortTask, model, tokenizer, prompts, k: int, temperature: float, max_new_tokens: int,
-               seed: int) -> tuple[list[dict], dict]:
+def sort_pairs(
+    task: SortTask, model, tokenizer, prompts, k: int, temperature: float, max_new_tokens: int, seed: int
+) -> tuple[list[dict], dict]:
     """Preference pairs for `prompts`: chosen = the correct answer, rejected = a wrong answer sampled from `model`
     (`k` samples per prompt, one wrong sample picked at random), or a programmatic near-miss when every sample is
     right."""
     rng = random.Random(seed)
-    samples = generate(model, tokenizer, [p for p, _ in prompts], max_new_tokens, num_return_sequences=k,
-                       temperature=temperature, seed=seed)
+    samples = generate(
+        model,
+        tokenizer,
+        [p for p, _ in prompts],
+        max_new_tokens,
+        num_return_sequences=k,
+        temperature=temperature,
+        seed=seed,
+    )
     rows, sampled, near_miss, correct_samples = [], 0, 0, 0
     for (prompt, items), outs in zip(prompts, samples):
         texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in outs]
@@ -472,9 +501,14 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     seen |= {p for p, _ in sft_prompts}
     pref_prompts = task.prompts(args.num_train_prompts, seed=2000 + seed, exclude=seen)
 
-    model = build_model(tokenizer, hidden_size=args.model.hidden_size, num_layers=args.model.num_layers,
-                        num_heads=args.model.num_heads, max_position_embeddings=args.model.max_position_embeddings,
-                        seed=seed)
+    model = build_model(
+        tokenizer,
+        hidden_size=args.model.hidden_size,
+        num_layers=args.model.num_layers,
+        num_heads=args.model.num_heads,
+        max_position_embeddings=args.model.max_position_embeddings,
+        seed=seed,
+    )
     sft_rows = [{"prompt": p, "completion": task.answer(items)} for p, items in sft_prompts]
     sft_record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
     sft_path = os.path.join(workdir, "sft_checkpoint")
@@ -483,10 +517,26 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     sft_record.update(sort_generation_metrics(task, sft_model, tokenizer, eval_prompts, args.max_new_tokens))
     log(f"[seed {seed}] SFT: {fmt(sft_record)}")
 
-    train_rows, train_stats = sort_pairs(task, sft_model, tokenizer, pref_prompts, args.samples_per_prompt,
-                                         args.sample_temperature, args.max_new_tokens, seed=3000 + seed)
-    eval_rows, eval_stats = sort_pairs(task, sft_model, tokenizer, eval_prompts, args.samples_per_prompt,
-                                       args.sample_temperature, args.max_new_tokens, seed=4000 + seed)
+    train_rows, train_stats = sort_pairs(
+        task,
+        sft_model,
+        tokenizer,
+        pref_prompts,
+        args.samples_per_prompt,
+        args.sample_temperature,
+        args.max_new_tokens,
+        seed=3000 + seed,
+    )
+    eval_rows, eval_stats = sort_pairs(
+        task,
+        sft_model,
+        tokenizer,
+        eval_prompts,
+        args.samples_per_prompt,
+        args.sample_temperature,
+        args.max_new_tokens,
+        seed=4000 + seed,
+    )
     log(f"[seed {seed}] pairs: train {train_stats}, eval {eval_stats}")
     eval_ids = [tokenize_like_trl(tokenizer, r["prompt"], r["chosen"], r["rejected"]) for r in eval_rows]
     ref_logps = pair_logps(sft_model, eval_ids, args.pref.eval_batch_size)
@@ -494,8 +544,9 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     methods = {}
     for method in args.methods:
         model_m, record = preference_train(method, sft_path, tokenizer, train_rows, args.pref, seed, workdir)
-        record.update(reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps,
-                                        args.pref.beta))
+        record.update(
+            reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps, args.pref.beta)
+        )
         record.update(sort_generation_metrics(task, model_m, tokenizer, eval_prompts, args.max_new_tokens))
         record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, args.pref, seed, workdir)
         log(f"[seed {seed}] {method}: {fmt(record)}")
@@ -540,8 +591,9 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
         else:
             train_all, eval_all = load_hh(args.data, args.n_train, args.n_eval)
             source = os.path.abspath(args.data)
-        tokenizer = build_tokenizer([r["chosen"] for r in train_all] + [r["rejected"] for r in train_all],
-                                    vocab_size=args.model.vocab_size)
+        tokenizer = build_tokenizer(
+            [r["chosen"] for r in train_all] + [r["rejected"] for r in train_all], vocab_size=args.model.vocab_size
+        )
         reasons = {"train": {}, "eval": {}}
         kept = {"train": [], "eval": []}
         for split, rows in (("train", train_all), ("eval", eval_all)):
@@ -570,9 +622,14 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     train_rows, eval_rows = data_cache["rows"]
     tokenizer = data_cache["tokenizer"]
 
-    model = build_model(tokenizer, hidden_size=args.model.hidden_size, num_layers=args.model.num_layers,
-                        num_heads=args.model.num_heads, max_position_embeddings=args.model.max_position_embeddings,
-                        seed=seed)
+    model = build_model(
+        tokenizer,
+        hidden_size=args.model.hidden_size,
+        num_layers=args.model.num_layers,
+        num_heads=args.model.num_heads,
+        max_position_embeddings=args.model.max_position_embeddings,
+        seed=seed,
+    )
     if args.sft.text_only:
         sft_rows = [{"text": r["chosen"]} for r in train_rows]
     else:
@@ -591,8 +648,9 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     methods = {}
     for method in args.methods:
         model_m, record = preference_train(method, sft_path, tokenizer, train_rows, args.pref, seed, workdir)
-        record.update(reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps,
-                                        args.pref.beta))
+        record.update(
+            reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps, args.pref.beta)
+        )
         record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, args.pref, seed, workdir)
         log(f"[seed {seed}] {method}: {fmt(record)}")
         methods[method] = record
@@ -644,8 +702,12 @@ def summarize_runs(runs: list[dict], methods: list[str]) -> dict:
         for name in methods:
             if name == "dpo":
                 continue
-            for k in ("unconditional_reward_accuracy", "conditional_reward_accuracy", "gen_exact_match",
-                      "gen_mean_length"):
+            for k in (
+                "unconditional_reward_accuracy",
+                "conditional_reward_accuracy",
+                "gen_exact_match",
+                "gen_mean_length",
+            ):
                 if k in runs[0]["methods"]["dpo"]:
                     diffs = [run["methods"][name][k] - run["methods"]["dpo"][k] for run in runs]
                     summary[name][f"{k}_minus_dpo"] = summarize(diffs)
@@ -734,8 +796,7 @@ TABLE_COLUMNS = {
 def markdown_table(result: dict) -> str:
     """The summary of a result as a Markdown table (mean ± std over seeds), then the paired differences to DPO."""
     columns = TABLE_COLUMNS[result["study"]]
-    lines = ["| method | " + " | ".join(title for _, title in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    lines = ["| method | " + " | ".join(title for _, title in columns) + " |", "|---|" + "---|" * len(columns)]
     for name, metrics in result["summary"].items():
         cells = []
         for key, _ in columns:
@@ -744,13 +805,19 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     diff_keys = [k for k, _ in columns if any(f"{k}_minus_dpo" in m for m in result["summary"].values())]
     if diff_keys:
-        lines += ["", "Paired difference to DPO (same seed, SFT checkpoint and pairs), mean ± std over seeds:", "",
-                  "| method | " + " | ".join(dict(columns)[k] for k in diff_keys) + " |",
-                  "|---|" + "---|" * len(diff_keys)]
+        lines += [
+            "",
+            "Paired difference to DPO (same seed, SFT checkpoint and pairs), mean ± std over seeds:",
+            "",
+            "| method | " + " | ".join(dict(columns)[k] for k in diff_keys) + " |",
+            "|---|" + "---|" * len(diff_keys),
+        ]
         for name, metrics in result["summary"].items():
             if f"{diff_keys[0]}_minus_dpo" in metrics:
-                cells = [f"{metrics[f'{k}_minus_dpo']['mean']:+.3f} ± {metrics[f'{k}_minus_dpo']['std']:.3f}"
-                         for k in diff_keys]
+                cells = [
+                    f"{metrics[f'{k}_minus_dpo']['mean']:+.3f} ± {metrics[f'{k}_minus_dpo']['std']:.3f}"
+                    for k in diff_keys
+                ]
                 lines.append(f"| {name} − dpo | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -764,16 +831,25 @@ def plot_result(result: dict, prefix: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     methods = list(result["config"]["methods"])
-    panels = [("unconditional_reward_accuracy", "held-out unconditional\nreward accuracy"),
-              ("conditional_reward_accuracy", "held-out conditional\nreward accuracy")]
+    panels = [
+        ("unconditional_reward_accuracy", "held-out unconditional\nreward accuracy"),
+        ("conditional_reward_accuracy", "held-out conditional\nreward accuracy"),
+    ]
     if result["study"] == "sort":
-        panels += [("gen_exact_match", "greedy exact match\n(prompt alone)"),
-                   ("gen_mean_length", "mean generated length\n(tokens)")]
+        panels += [
+            ("gen_exact_match", "greedy exact match\n(prompt alone)"),
+            ("gen_mean_length", "mean generated length\n(tokens)"),
+        ]
     else:
         panels += [("policy_prefers_chosen", "held-out log p(y_w|x) > log p(y_l|x)\n(no reference)")]
     names = ["sft"] + methods
-    colors = {"sft": "#999999", "dpo": "#4C72B0", "inspo": "#DD8452", "inspo+uncond": "#55A868",
-              "inspo+prompt_ref": "#C44E52"}
+    colors = {
+        "sft": "#999999",
+        "dpo": "#4C72B0",
+        "inspo": "#DD8452",
+        "inspo+uncond": "#55A868",
+        "inspo+prompt_ref": "#C44E52",
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels):
         xs, labels = [], []
@@ -813,8 +889,9 @@ def smoke_args(study: str) -> StudyArgs:
     """Seconds-long settings: tiny sizes, 1 seed, a few steps (checks that the pipeline runs, not what it learns)."""
     args = StudyArgs(study=study, seeds=[0])
     args.model = ModelArgs(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, max_position_embeddings=128)
-    args.sft = SFTArgs(num_examples=64, batch_size=16, learning_rate=3e-3, epochs=1, max_length=128,
-                       text_only=study == "hh")
+    args.sft = SFTArgs(
+        num_examples=64, batch_size=16, learning_rate=3e-3, epochs=1, max_length=128, text_only=study == "hh"
+    )
     args.pref = PrefArgs(batch_size=8, max_steps=2, max_length=128, eval_batch_size=16, learning_rate=1e-3)
     args.num_train_prompts, args.num_eval_prompts, args.samples_per_prompt = 16, 16, 2
     args.max_new_tokens = 12
@@ -826,23 +903,32 @@ def smoke_args(study: str) -> StudyArgs:
 def study_args_from_cli(ns) -> StudyArgs:
     args = StudyArgs(study=ns.study, seeds=ns.seeds, methods=ns.methods)
     if ns.study == "hh":
-        args.model = ModelArgs(vocab_size=2000, hidden_size=128, num_layers=2, num_heads=4,
-                               max_position_embeddings=512)
-        args.sft = SFTArgs(batch_size=16, learning_rate=1e-3, epochs=2, max_length=ns.max_length or 384,
-                           text_only=True)
-        args.pref = PrefArgs(beta=0.1, learning_rate=1e-4, batch_size=8, epochs=1, max_length=ns.max_length or 384,
-                             eval_batch_size=32)
+        args.model = ModelArgs(
+            vocab_size=2000, hidden_size=128, num_layers=2, num_heads=4, max_position_embeddings=512
+        )
+        args.sft = SFTArgs(
+            batch_size=16, learning_rate=1e-3, epochs=2, max_length=ns.max_length or 384, text_only=True
+        )
+        args.pref = PrefArgs(
+            beta=0.1, learning_rate=1e-4, batch_size=8, epochs=1, max_length=ns.max_length or 384, eval_batch_size=32
+        )
         args.data = ns.data
-    for group, names in (("model", ("hidden_size", "num_layers", "vocab_size")),
-                         ("sft", ("sft_epochs", "sft_lr", "sft_examples")),
-                         ("pref", ("beta", "lr", "batch_size", "epochs", "max_steps", "max_length"))):
+    for group, names in (
+        ("model", ("hidden_size", "num_layers", "vocab_size")),
+        ("sft", ("sft_epochs", "sft_lr", "sft_examples")),
+        ("pref", ("beta", "lr", "batch_size", "epochs", "max_steps", "max_length")),
+    ):
         target = getattr(args, group)
         for name in names:
             value = getattr(ns, name, None)
             if value is None:
                 continue
-            attr = {"sft_epochs": "epochs", "sft_lr": "learning_rate", "sft_examples": "num_examples",
-                    "lr": "learning_rate"}.get(name, name)
+            attr = {
+                "sft_epochs": "epochs",
+                "sft_lr": "learning_rate",
+                "sft_examples": "num_examples",
+                "lr": "learning_rate",
+            }.get(name, name)
             setattr(target, attr, value)
     if ns.max_length is not None:
         args.sft.max_length = ns.max_length
@@ -857,11 +943,15 @@ def study_args_from_cli(ns) -> StudyArgs:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="seconds-long run of both studies at tiny sizes (1 seed, 2 steps; the HH part uses "
-                        "synthetic conversations); checks the pipeline, not what it learns")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds-long run of both studies at tiny sizes (1 seed, 2 steps; the HH part uses "
+        "synthetic conversations); checks the pipeline, not what it learns",
+    )
     parser.add_argument("--output_dir", default=None, help="--smoke: write learning_smoke_{sort,hh}.json (+ PNG) here")
     sub = parser.add_subparsers(dest="command")
     for study in ("sort", "hh"):

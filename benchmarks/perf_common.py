@@ -416,8 +416,10 @@ class _CountingCollator:
         if self.method == "dpo":
             scored = int(out["completion_mask"][:, 1:].sum())
         elif self.targets_only:
-            scored = int(out["completion_mask"][:, 1:].sum()) if "completion_mask" in out else int(
-                ((out["logp_kinds"] == 1) | (out["logp_kinds"] == 2)).sum()
+            scored = (
+                int(out["completion_mask"][:, 1:].sum())
+                if "completion_mask" in out
+                else int(((out["logp_kinds"] == 1) | (out["logp_kinds"] == 2)).sum())
             )
         elif "shift_labels" in out:
             scored = int((out["shift_labels"] != -100).sum())
@@ -564,14 +566,14 @@ def _run_case(case: dict) -> dict:
     if threads:
         torch.set_num_threads(threads)
     _apply_lm_head_mode(case.get("lm_head", "stock"))
+    import warnings
+
     import transformers
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from trl_inspo import InSPOConfig, InSPOTrainer
     from trl_inspo.tiny import build_model
-
-    import warnings
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -803,7 +805,10 @@ def summarize(results: list[dict], key_fields: tuple[str, ...]) -> dict:
         groups.setdefault(key, []).append(r)
     summary = {}
     for key, rs in groups.items():
-        med = lambda name: statistics.median(r[name] for r in rs)  # noqa: E731
+
+        def med(name, rs=rs):
+            return statistics.median(r[name] for r in rs)
+
         summary[key] = {
             "n_repeats": len(rs),
             # Every method sees the same batches in the same order, which differ in length from step to step: the

@@ -72,8 +72,12 @@ def scaling_tables(payload: dict) -> str:
         out.append("|" + "---|" * 5)
         for r in sorted(
             (r for r in payload["attention"] if "error" not in r),
-            key=lambda r: (r["case"].get("mode", "train"), r["case"]["row_tokens"], r["case"]["layout"],
-                           r["case"]["attn"]),  # fmt: skip
+            key=lambda r: (
+                r["case"].get("mode", "train"),
+                r["case"]["row_tokens"],
+                r["case"]["layout"],
+                r["case"]["attn"],
+            ),  # fmt: skip
         ):
             c = r["case"]
             out.append(
@@ -90,7 +94,8 @@ def gpu_tables(payload: dict) -> str:
     m = payload["machine"]
     out = [
         f"Device: {m.get('cuda_device')} (CUDA {m.get('cuda_version')}), torch {m.get('torch')}, transformers "
-        f"{m.get('transformers')}, trl {m.get('trl')}, {m.get('date')}; peak {payload.get('peak_bf16_tflops')} TFLOP/s",
+        f"{m.get('transformers')}, trl {m.get('trl')}, {m.get('date')};"
+        f" peak {payload.get('peak_bf16_tflops')} TFLOP/s",
         "",
         f"Command: `{payload['command']}`",
         "",

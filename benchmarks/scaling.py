@@ -372,8 +372,9 @@ def plot_attention(results: list[dict], path: Path) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny model, short lengths, in-process")
-    parser.add_argument("--parts", nargs="+", default=["lengths", "attention", "lm_head"],
-                        choices=["lengths", "attention", "lm_head"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["lengths", "attention", "lm_head"], choices=["lengths", "attention", "lm_head"]
+    )
     parser.add_argument("--lm-head-positions", nargs="+", type=int, default=[256, 512, 1024, 2048, 3072, 4096])
     parser.add_argument("--sweeps", nargs="+", default=["response", "prompt"], choices=["response", "prompt"])
     parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
@@ -389,14 +390,26 @@ def main(argv=None):
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--max-load", type=float, default=None)
     parser.add_argument("--max-wait", type=float, default=2400.0)
-    parser.add_argument("--max-busy", type=float, default=None,
-                        help="before each run, wait while this many other tasks are runnable on average")
+    parser.add_argument(
+        "--max-busy",
+        type=float,
+        default=None,
+        help="before each run, wait while this many other tasks are runnable on average",
+    )
     parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
-    parser.add_argument("--max-other-cores", type=float, default=None,
-                        help="run again when other processes used more CPU cores than this during a run")
+    parser.add_argument(
+        "--max-other-cores",
+        type=float,
+        default=None,
+        help="run again when other processes used more CPU cores than this during a run",
+    )
     parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument("--patience", type=float, default=None,
-                        help="after this many seconds, stop waiting for a quiet machine and stop re-running")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="after this many seconds, stop waiting for a quiet machine and stop re-running",
+    )
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
     parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
     args = parser.parse_args(argv)
@@ -440,8 +453,15 @@ def main(argv=None):
         if log_path is not None and log_path.exists():
             log_path.unlink()
         results = pc.run_cases(
-            cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait, args.max_other_cores,
-            args.max_attempts, args.patience,
+            cases,
+            args.repeats,
+            args.in_process,
+            log_path,
+            args.max_busy,
+            args.case_wait,
+            args.max_other_cores,
+            args.max_attempts,
+            args.patience,
         )
         summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
         table = length_table(summary)
@@ -456,8 +476,10 @@ def main(argv=None):
                 plots.append(str(path))
         for r in table:
             if r["method"] != "dpo":
-                print(f"{r['sweep']:8s} {r['length']:5d} {r['lm_head']:7s} {r['method']:9s} "
-                      f"time {r['time_ratio']:.2f} tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}")
+                print(
+                    f"{r['sweep']:8s} {r['length']:5d} {r['lm_head']:7s} {r['method']:9s} "
+                    f"time {r['time_ratio']:.2f} tokens {r['token_ratio']:.2f} memory {r['memory_ratio']:.2f}"
+                )
     if "attention" in args.parts:
         cases = []
         cpu = not args.smoke and not __import__("torch").cuda.is_available() or args.smoke
@@ -469,9 +491,18 @@ def main(argv=None):
                     if attn == "eager" and row_tokens > args.eager_max_row:
                         continue  # eager keeps T x T scores per head and layer: gigabytes beyond this
                     cases.append(
-                        dict(model="tiny" if args.smoke else "llama-32k", layout=layout, attn=attn, mode=mode,
-                             row_tokens=row_tokens, prompt_tokens=16 if args.smoke else 64, pairs=1,
-                             calls=2 if args.smoke else 3, threads=args.threads, cpu=cpu)  # fmt: skip
+                        dict(
+                            model="tiny" if args.smoke else "llama-32k",
+                            layout=layout,
+                            attn=attn,
+                            mode=mode,
+                            row_tokens=row_tokens,
+                            prompt_tokens=16 if args.smoke else 64,
+                            pairs=1,
+                            calls=2 if args.smoke else 3,
+                            threads=args.threads,
+                            cpu=cpu,
+                        )  # fmt: skip
                     )
         results = run_subprocess_cases("attention_case", cases, args.in_process, args.max_busy)
         payload["attention"] = results

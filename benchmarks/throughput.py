@@ -213,8 +213,12 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny model, 3 steps, in-process")
-    parser.add_argument("--data-path", type=Path, default=pc.DEFAULT_HH,
-                        help="HH-RLHF sample (jsonl); synthetic chat-like data is used when it is absent")
+    parser.add_argument(
+        "--data-path",
+        type=Path,
+        default=pc.DEFAULT_HH,
+        help="HH-RLHF sample (jsonl); synthetic chat-like data is used when it is absent",
+    )
     parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=["hh", "long", "chat"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--repeats", type=int, default=3)
@@ -225,20 +229,39 @@ def main(argv=None):
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--lm-head", default="stock", choices=["stock", "compact"])
     parser.add_argument("--in-process", action="store_true", help="run every case in this process (no subprocess)")
-    parser.add_argument("--max-load", type=float, default=None,
-                        help="wait until the 1-minute load average is below this before measuring")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="wait until the 1-minute load average is below this before measuring",
+    )
     parser.add_argument("--max-wait", type=float, default=2400.0)
-    parser.add_argument("--max-busy", type=float, default=None,
-                        help="before each run, wait while this many other tasks are runnable on average")
+    parser.add_argument(
+        "--max-busy",
+        type=float,
+        default=None,
+        help="before each run, wait while this many other tasks are runnable on average",
+    )
     parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
-    parser.add_argument("--max-other-cores", type=float, default=None,
-                        help="run again when other processes used more CPU cores than this during a run")
+    parser.add_argument(
+        "--max-other-cores",
+        type=float,
+        default=None,
+        help="run again when other processes used more CPU cores than this during a run",
+    )
     parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument("--patience", type=float, default=None,
-                        help="after this many seconds, stop waiting for a quiet machine and stop re-running")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="after this many seconds, stop waiting for a quiet machine and stop re-running",
+    )
     parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
-    parser.add_argument("--resummarize", action="store_true",
-                        help="recompute the ratios of an existing --output file from its runs (no new runs)")
+    parser.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="recompute the ratios of an existing --output file from its runs (no new runs)",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     if args.resummarize:
         import json
@@ -274,10 +297,17 @@ def main(argv=None):
     load_start = pc.load_average()
 
     exactness = []
-    for model_key in (["tiny"] if args.smoke else ["llama-32k", "qwen2-32k"]):
+    for model_key in ["tiny"] if args.smoke else ["llama-32k", "qwen2-32k"]:
         exactness.append(
-            prefix_sharing_exactness(model_key, tokenizer_dir, args.datasets[0], args.data_path,
-                                     2 if args.smoke else 4, args.threads, args.smoke)  # fmt: skip
+            prefix_sharing_exactness(
+                model_key,
+                tokenizer_dir,
+                args.datasets[0],
+                args.data_path,
+                2 if args.smoke else 4,
+                args.threads,
+                args.smoke,
+            )  # fmt: skip
         )
     cases = build_cases(args, tokenizer_dir)
     # raw runs, appended as they finish (survives a crash)
@@ -285,8 +315,15 @@ def main(argv=None):
     if log_path is not None and log_path.exists():
         log_path.unlink()
     results = pc.run_cases(
-        cases, args.repeats, args.in_process, log_path, args.max_busy, args.case_wait, args.max_other_cores,
-        args.max_attempts, args.patience,
+        cases,
+        args.repeats,
+        args.in_process,
+        log_path,
+        args.max_busy,
+        args.case_wait,
+        args.max_other_cores,
+        args.max_attempts,
+        args.patience,
     )
     summary = pc.summarize(results, ("data", "variant", "method"))
     table = ratio_table(summary, args.datasets, args.variants)

@@ -55,7 +55,7 @@ def test_smoke_direct_rewards_match_inspo_trainer_eval(smoke):
     `eval_rewards/*` (conditional) and `eval_rewards_unconditional/*`, for the DPO-trained model too."""
     _, results = smoke
     for study in ("sort", "hh"):
-        for method, record in results[study]["runs"][0]["methods"].items():
+        for record in results[study]["runs"][0]["methods"].values():
             trainer = record["trainer_eval"]
             assert trainer["inspo_dropped"] == {"empty_response": 0, "identical_responses": 0, "prompt_too_long": 0}
             assert trainer["eval_rewards/accuracies"] == pytest.approx(record["conditional_reward_accuracy"], abs=1e-6)

@@ -43,26 +43,41 @@ def test_cli_trains_on_local_jsonl(tmp_path, tiny_model_dir):
     run(
         [
             shutil.which("trl-inspo") or "trl-inspo",
-            "--model_name_or_path", tiny_model_dir,
-            "--dataset_name", str(data),
-            "--output_dir", str(out),
-            "--max_steps", "3",
-            "--per_device_train_batch_size", "4",
-            "--learning_rate", "1e-3",
-            "--unconditional_loss_weight", "0.5",
-            "--reference_conditioning", "prompt_only",
-            "--alternative_separator", "\n",
-            "--bf16", "false",
-            "--gradient_checkpointing", "false",
-            "--report_to", "none",
-            "--save_strategy", "no",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "1e-3",
+            "--unconditional_loss_weight",
+            "0.5",
+            "--reference_conditioning",
+            "prompt_only",
+            "--alternative_separator",
+            "\n",
+            "--bf16",
+            "false",
+            "--gradient_checkpointing",
+            "false",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
         ],
         cwd=tmp_path,
     )
     assert_trained_model(out)
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     after = AutoModelForCausalLM.from_pretrained(out)
-    assert not torch.equal(before.model.layers[0].self_attn.q_proj.weight, after.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(
+        before.model.layers[0].self_attn.q_proj.weight, after.model.layers[0].self_attn.q_proj.weight
+    )
 
 
 def test_example_script_with_yaml_config_and_eval(tmp_path, tiny_model_dir):
@@ -105,7 +120,15 @@ def test_quickstart_config_runs(tmp_path):
     """The README's quickstart (shortened to one epoch), from the repository root as documented."""
     out = tmp_path / "quickstart"
     run(
-        ["trl-inspo", "--config", "examples/configs/quickstart.yaml", "--output_dir", str(out), "--num_train_epochs", "1"],
+        [
+            "trl-inspo",
+            "--config",
+            "examples/configs/quickstart.yaml",
+            "--output_dir",
+            str(out),
+            "--num_train_epochs",
+            "1",
+        ],
         cwd=REPO,
     )
     assert_trained_model(out)
@@ -116,8 +139,17 @@ def test_shipped_tiny_model_is_the_deterministic_build(tmp_path, path):
     """`python -m trl_inspo.tiny` reproduces the shipped quickstart model's tokenizer and config."""
     run(
         [
-            sys.executable, "-m", "trl_inspo.tiny", "--output_dir", str(tmp_path / "tiny"),
-            "--texts", "examples/data/quickstart.jsonl", "--hidden_size", "128", "--num_layers", "4",
+            sys.executable,
+            "-m",
+            "trl_inspo.tiny",
+            "--output_dir",
+            str(tmp_path / "tiny"),
+            "--texts",
+            "examples/data/quickstart.jsonl",
+            "--hidden_size",
+            "128",
+            "--num_layers",
+            "4",
         ],
         cwd=REPO,
     )

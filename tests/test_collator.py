@@ -34,9 +34,7 @@ def rows_of(batch):
 
 
 def test_layout_and_padding():
-    batch = DataCollatorForInSPO(pad_token_id=P)(
-        [ex([1, 2, 3], [10, 11], [20]), ex([4], [12], [21, 22, 23])]
-    )
+    batch = DataCollatorForInSPO(pad_token_id=P)([ex([1, 2, 3], [10, 11], [20]), ex([4], [12], [21, 22, 23])])
     assert batch["input_ids"].tolist() == [
         [1, 2, 3, 20, 10, 11],  # x + y_l + y_w
         [4, 21, 22, 23, 12, P],
@@ -129,7 +127,9 @@ def test_symmetric_truncation_keeps_the_same_tokens_in_both_rows():
 
 
 def test_symmetric_truncation_keep_end_cuts_prompt_first():
-    collator = DataCollatorForInSPO(pad_token_id=P, max_length=5, symmetric_truncation=True, truncation_mode="keep_end")
+    collator = DataCollatorForInSPO(
+        pad_token_id=P, max_length=5, symmetric_truncation=True, truncation_mode="keep_end"
+    )
     batch = collator([ex([1, 2, 3], [10, 11], [20])])
     assert rows_of(batch) == [([2, 3], [20], [10, 11]), ([2, 3], [10, 11], [20])]
 

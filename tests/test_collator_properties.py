@@ -123,8 +123,14 @@ def read_rows(batch, separator_ids):
         assert (masks.sum(0) <= 1).all() and torch.equal(masks.any(0), attention[j])
         assert not (target_mask[j] & alternative_mask[j]).any()
         row = ids[j].tolist()
-        out.append({k: [row[i] for i in v] for k, v in zip(("prompt", "alternative", "separator", "target"),
-                                                             (prompt, alternative, separator, target))})
+        out.append(
+            {
+                k: [row[i] for i in v]
+                for k, v in zip(
+                    ("prompt", "alternative", "separator", "target"), (prompt, alternative, separator, target)
+                )
+            }
+        )
     return out
 
 
@@ -138,8 +144,10 @@ def check_collated(kept, collator, reasons_kept):
     observed = {k: [False] * n for k in TRUNCATION_REASONS}
     cap = collator.max_alternative_length
     for i, ex in enumerate(kept):
-        for j, (target, alternative) in ((i, (ex["chosen_ids"], ex["rejected_ids"])),
-                                         (n + i, (ex["rejected_ids"], ex["chosen_ids"]))):
+        for j, (target, alternative) in (
+            (i, (ex["chosen_ids"], ex["rejected_ids"])),
+            (n + i, (ex["rejected_ids"], ex["chosen_ids"])),
+        ):
             seg = rows[j]
             if collator.max_length is not None:
                 assert len(seg["prompt"]) + len(seg["alternative"]) + len(seg["separator"]) + len(seg["target"]) <= (
@@ -155,7 +163,7 @@ def check_collated(kept, collator, reasons_kept):
             if collator.truncation_mode == "keep_start":
                 assert seg["prompt"] == prompt
             else:
-                assert seg["prompt"] == prompt[len(prompt) - len(seg["prompt"]):]
+                assert seg["prompt"] == prompt[len(prompt) - len(seg["prompt"]) :]
             observed["prompt_truncated"][i] |= seg["prompt"] != prompt
         if collator.symmetric_truncation:  # both rows keep the same tokens of each response
             assert rows[i]["target"] == rows[n + i]["alternative"] and rows[n + i]["target"] == rows[i]["alternative"]
@@ -200,9 +208,13 @@ def test_max_length_edges_keep_exactly_the_rows_that_fit(rows, max_length):
         collator = DataCollatorForInSPO(pad_token_id=PAD, max_length=max_length, symmetric_truncation=symmetric)
         kept, _, tally, _ = prepare_rows(rows, collator)
         expected = [
-            r for r in rows
-            if r["chosen_ids"] and r["rejected_ids"] and r["chosen_ids"] != r["rejected_ids"]
-            and len(r["prompt_ids"]) + room <= max_length and max_length >= 2
+            r
+            for r in rows
+            if r["chosen_ids"]
+            and r["rejected_ids"]
+            and r["chosen_ids"] != r["rejected_ids"]
+            and len(r["prompt_ids"]) + room <= max_length
+            and max_length >= 2
         ]
         assert kept == expected
         assert len(kept) + sum(tally.dropped.values()) == len(rows)

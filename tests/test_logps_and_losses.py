@@ -170,7 +170,9 @@ def test_loss_equals_formula(tmp_path, model_factory, tokenizer, preference_data
     expected = formula(loss_type, pol, ref, cond=True, beta=beta, ls=ls, gamma=0.3)
     assert loss == pytest.approx(expected, abs=1e-5)
     if not ref_free:  # rewards are beta * (policy - reference) on the conditional values
-        assert metrics["rewards/chosen"] == pytest.approx(mean(beta * (p["c_w"] - r["c_w"]) for p, r in zip(pol, ref)), abs=1e-5)
+        assert metrics["rewards/chosen"] == pytest.approx(
+            mean(beta * (p["c_w"] - r["c_w"]) for p, r in zip(pol, ref)), abs=1e-5
+        )
         assert metrics["rewards/margins"] == pytest.approx(
             mean(beta * ((p["c_w"] - r["c_w"]) - (p["c_l"] - r["c_l"])) for p, r in zip(pol, ref)), abs=1e-5
         )
@@ -214,7 +216,13 @@ def test_rdpo_length_penalty(tmp_path, model_factory, tokenizer, preference_data
 
 def test_orpo_as_sft_plus_odds_ratio(tmp_path, model_factory, tokenizer, preference_dataset):
     trainer = make_trainer(
-        tmp_path, model_factory, tokenizer, preference_dataset, ref=False, loss_type=["sft", "orpo"], loss_weights=[1.0, 0.25]
+        tmp_path,
+        model_factory,
+        tokenizer,
+        preference_dataset,
+        ref=False,
+        loss_type=["sft", "orpo"],
+        loss_weights=[1.0, 0.25],
     )
     assert trainer.ref_model is None
     pol = independent(trainer.model)
@@ -259,13 +267,17 @@ def test_unconditional_term_matches_dpo_trainer(tmp_path, model_factory, tokeniz
     examples = [{k: e[k] for k in keys} for e in examples]
     dpo._metrics["train"].clear()
     with torch.no_grad():
-        dpo_loss = dpo.compute_loss(dpo.model, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples))
+        dpo_loss = dpo.compute_loss(
+            dpo.model, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples)
+        )
     dpo_metrics = {k: v[-1] for k, v in dpo._metrics["train"].items()}
     inspo_loss, inspo_metrics = run_loss(inspo, examples)
     tol = dict(rel=1e-5, abs=1e-5)
     assert inspo_loss == pytest.approx(dpo_loss.item(), **tol)
     if loss_type != "sft":  # reference-free here: its rewards are length-normalised, DPO's use a reference
         for name in ("chosen", "rejected", "accuracies", "margins"):
-            assert inspo_metrics[f"rewards_unconditional/{name}"] == pytest.approx(dpo_metrics[f"rewards/{name}"], **tol)
+            assert inspo_metrics[f"rewards_unconditional/{name}"] == pytest.approx(
+                dpo_metrics[f"rewards/{name}"], **tol
+            )
     for name in ("chosen", "rejected"):
         assert inspo_metrics[f"logps_unconditional/{name}"] == pytest.approx(dpo_metrics[f"logps/{name}"], **tol)

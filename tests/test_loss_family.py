@@ -170,7 +170,9 @@ def family_formula(
                 b = sorted((w[i] - rho_w[i]) - (l[i] - rho_l[i]) for i in range(n))
             else:
                 a, b = sorted(rho_w), sorted(rho_l)
-            per_pair = [-logsigmoid(beta * (x - y)) * (1 - ls) - logsigmoid(-beta * (x - y)) * ls for x, y in zip(a, b)]
+            per_pair = [
+                -logsigmoid(beta * (x - y)) * (1 - ls) - logsigmoid(-beta * (x - y)) * ls for x, y in zip(a, b)
+            ]
         else:
             per_pair = []
             for i in range(n):
@@ -200,7 +202,7 @@ def family_formula(
     return total
 
 
-# ---------------------------------------------------------------------------------------------------- DPOTrainer parity
+# ------------------------------------------------------------------------------------------------ DPOTrainer parity
 PARITY_CASES = {
     # multi-loss: MPO-like mixture and a second mixture of unrelated losses
     "mpo": dict(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0]),
@@ -263,7 +265,7 @@ def test_unconditional_term_matches_dpo_trainer(tmp_path, model_factory, tokeniz
         assert metrics[f"logps_unconditional/{name}"] == pytest.approx(dpo_metrics[f"logps/{name}"], **TOL)
 
 
-# ---------------------------------------------------------------------------------------------------- formulas, InSPO form
+# ---------------------------------------------------------------------------------------------- formulas, InSPO form
 @pytest.fixture(scope="module")
 def values(tokenizer_factory):
     """Independent per-token values of the policy (seed 0) and the reference (seed 1), float64 models."""
@@ -312,10 +314,14 @@ def test_ld_alpha_on_the_conditional_term(
     """LD-DPO in InSPO form: in c_w, c_l (and in the reference values) the tokens beyond min(|y_w|, |y_l|) count with
     weight ld_alpha; the SFT term reads u_w undiminished."""
     common = dict(beta=0.5, loss_type=loss_type, reference_conditioning=conditioning)
-    loss, metrics = check_formula(tmp_path, model_factory, tokenizer, preference_dataset, values, ld_alpha=0.3, **common)
+    loss, metrics = check_formula(
+        tmp_path, model_factory, tokenizer, preference_dataset, values, ld_alpha=0.3, **common
+    )
     pol, _ = values
     shared = [min(len(p["chosen_ids"]), len(p["rejected_ids"])) for p in PAIRS]
-    assert metrics["logps/chosen"] == pytest.approx(mean(ld_sum(v["c_w"][0], m, 0.3) for v, m in zip(pol, shared)), **TOL)
+    assert metrics["logps/chosen"] == pytest.approx(
+        mean(ld_sum(v["c_w"][0], m, 0.3) for v, m in zip(pol, shared)), **TOL
+    )
     assert metrics["logps/rejected"] == pytest.approx(
         mean(ld_sum(v["c_l"][0], m, 0.3) for v, m in zip(pol, shared)), **TOL
     )
@@ -325,11 +331,15 @@ def test_ld_alpha_on_the_conditional_term(
 
 
 @pytest.mark.parametrize("conditioning", ["conditional", "prompt_only"])
-def test_wpo_weights_on_the_conditional_term(tmp_path, model_factory, tokenizer, preference_dataset, values, conditioning):
+def test_wpo_weights_on_the_conditional_term(
+    tmp_path, model_factory, tokenizer, preference_dataset, values, conditioning
+):
     """WPO in InSPO form: each pair's conditional loss is weighted by w(y_w | x, y_l) * w(y_l | x, y_w), the
     unconditional term by w(y_w | x) * w(y_l | x), w = exp(mean_t(log p_t - log sum_v p_v^2)) of the policy."""
     common = dict(beta=0.5, loss_type=["sigmoid"], reference_conditioning=conditioning)
-    loss, _ = check_formula(tmp_path, model_factory, tokenizer, preference_dataset, values, use_weighting=True, **common)
+    loss, _ = check_formula(
+        tmp_path, model_factory, tokenizer, preference_dataset, values, use_weighting=True, **common
+    )
     plain, _ = check_formula(tmp_path, model_factory, tokenizer, preference_dataset, values, **common)
     assert abs(loss - plain) > 1e-4  # the weights act
     # both terms at once, each weighted by its own segments; the SFT term is weighted too (as in TRL)

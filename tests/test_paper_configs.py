@@ -1,5 +1,6 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
-"""Every YAML config under examples/configs/ parses through the `trl-inspo` parser into a valid `InSPOConfig`; the paper
+"""Every YAML config under examples/configs/ parses through the `trl-inspo` parser into a valid `InSPOConfig`; the
+paper
 configs (examples/configs/paper/<model>/<variant>.yaml) set the loss and reference conditioning their name claims, and
 say how to launch them. Parsing only: no model or dataset is loaded."""
 

@@ -24,9 +24,7 @@ TIMING_KEYS = ("runtime", "per_second")
 
 
 def comparable(log_history):
-    return [
-        {k: v for k, v in entry.items() if not any(t in k for t in TIMING_KEYS)} for entry in log_history
-    ]
+    return [{k: v for k, v in entry.items() if not any(t in k for t in TIMING_KEYS)} for entry in log_history]
 
 
 def assert_same_history(got, expected):

@@ -254,7 +254,9 @@ def test_conversational_data(tmp_path, model_factory, tokenizer):
     dataset = Dataset.from_list(rows)
     shared = _trainer(tmp_path, model_factory, tokenizer, dataset, True, beta=0.5)
     plain = _trainer(tmp_path, model_factory, tokenizer, dataset, False, beta=0.5)
-    examples = [{k: shared.train_dataset[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for i in range(4)]
+    examples = [
+        {k: shared.train_dataset[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for i in range(4)
+    ]
     assert_same(_loss_and_metrics(shared, examples), _loss_and_metrics(plain, examples))
 
 

@@ -25,7 +25,11 @@ def test_training_lowers_loss_changes_weights_and_saves(tmp_path, model_factory,
         **config_kwargs(tmp_path, max_steps=24, learning_rate=5e-3, beta=0.5, per_device_train_batch_size=8)
     )
     trainer = InSPOTrainer(
-        model=model, ref_model=model_factory(seed=0), args=args, train_dataset=preference_dataset, processing_class=tokenizer
+        model=model,
+        ref_model=model_factory(seed=0),
+        args=args,
+        train_dataset=preference_dataset,
+        processing_class=tokenizer,
     )
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
@@ -77,7 +81,10 @@ def test_eval_logs_inspo_metrics(tmp_path, model_factory, tokenizer, preference_
 def test_plain_dpo_config_is_upgraded(tmp_path, model_factory, tokenizer, preference_dataset):
     dpo_args = DPOConfig(**config_kwargs(tmp_path, beta=0.3, loss_type=["ipo"]))
     trainer = InSPOTrainer(
-        model=model_factory(), ref_model=model_factory(seed=1), args=dpo_args, train_dataset=preference_dataset,
+        model=model_factory(),
+        ref_model=model_factory(seed=1),
+        args=dpo_args,
+        train_dataset=preference_dataset,
         processing_class=tokenizer,
     )
     assert isinstance(trainer.args, InSPOConfig)
@@ -94,9 +101,7 @@ def test_default_args_and_model_by_path(tiny_model_dir, preference_dataset, tmp_
     assert trainer.ref_model is not trainer.model
 
 
-@pytest.mark.parametrize(
-    "loss_type", [["simpo"], ["sft", "orpo"], ["sft"]], ids=["simpo", "orpo", "sft"]
-)
+@pytest.mark.parametrize("loss_type", [["simpo"], ["sft", "orpo"], ["sft"]], ids=["simpo", "orpo", "sft"])
 def test_reference_free_losses_load_no_reference(tiny_model_dir, preference_dataset, tmp_path, loss_type):
     args = InSPOConfig(**config_kwargs(tmp_path, loss_type=loss_type, max_steps=2))
     trainer = InSPOTrainer(model=tiny_model_dir, args=args, train_dataset=preference_dataset)
@@ -110,7 +115,10 @@ def test_reference_free_rejects_a_reference_model(tmp_path, model_factory, token
     args = InSPOConfig(**config_kwargs(tmp_path, loss_type=["simpo"]))
     with pytest.raises(ValueError, match="use no reference model"):
         InSPOTrainer(
-            model=model_factory(), ref_model=model_factory(), args=args, train_dataset=preference_dataset,
+            model=model_factory(),
+            ref_model=model_factory(),
+            args=args,
+            train_dataset=preference_dataset,
             processing_class=tokenizer,
         )
 
@@ -147,7 +155,9 @@ def test_vision_dataset_is_refused(tmp_path, model_factory, tokenizer):
     data = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c", "images": ["x.png"]}])
     with pytest.raises(ValueError, match="vision datasets"):
         InSPOTrainer(
-            model=model_factory(), args=InSPOConfig(**config_kwargs(tmp_path)), train_dataset=data,
+            model=model_factory(),
+            args=InSPOConfig(**config_kwargs(tmp_path)),
+            train_dataset=data,
             processing_class=tokenizer,
         )
 
@@ -155,7 +165,10 @@ def test_vision_dataset_is_refused(tmp_path, model_factory, tokenizer):
 def test_model_built_from_config_gets_a_frozen_reference_copy(tmp_path, model_factory, tokenizer, preference_dataset):
     model = model_factory()
     trainer = InSPOTrainer(
-        model=model, args=InSPOConfig(**config_kwargs(tmp_path)), train_dataset=preference_dataset, processing_class=tokenizer
+        model=model,
+        args=InSPOConfig(**config_kwargs(tmp_path)),
+        train_dataset=preference_dataset,
+        processing_class=tokenizer,
     )
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
     assert not any(p.requires_grad for p in trainer.ref_model.parameters())
@@ -164,7 +177,9 @@ def test_model_built_from_config_gets_a_frozen_reference_copy(tmp_path, model_fa
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-def test_reference_copy_of_a_patched_model_runs_its_own_weights(tmp_path, model_factory, tokenizer, preference_dataset):
+def test_reference_copy_of_a_patched_model_runs_its_own_weights(
+    tmp_path, model_factory, tokenizer, preference_dataset
+):
     """A model that went through a TRL trainer before carries a patched `forward` whose closure holds that model's
     forward: the frozen reference copy must not inherit it (its plain forward would run the trained policy)."""
     from trl.trainer.utils import add_fused_lm_head

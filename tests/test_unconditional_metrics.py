@@ -74,7 +74,9 @@ def test_same_loss_fewer_scored_positions(
     assert scored_full == 2 * targets  # each response is once the target and once the alternative
 
 
-def test_reference_forward_keeps_prompt_only_values_when_needed(tmp_path, model_factory, tokenizer, preference_dataset):
+def test_reference_forward_keeps_prompt_only_values_when_needed(
+    tmp_path, model_factory, tokenizer, preference_dataset
+):
     trainer = _trainer(
         tmp_path, model_factory, tokenizer, preference_dataset, False, reference_conditioning="prompt_only"
     )

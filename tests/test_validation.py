@@ -43,7 +43,8 @@ def expect(message):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tokenizer_factory):
-    """One trainer whose `_prepare_dataset` checks the datasets of the tests below (default layout, max_length=1024)."""
+    """One trainer whose `_prepare_dataset` checks the datasets of the tests below (default layout,
+    max_length=1024)."""
     from trl_inspo.tiny import build_model
 
     tok = tokenizer_factory()
@@ -68,8 +69,11 @@ def conv(role, content):
 # ------------------------------------------------------------------------------------------ structural errors
 def test_missing_response_column_names_it_and_the_fix(base):
     data = Dataset.from_list([{"prompt": "a", "chosen": "b", "bad": "c"}])
-    with pytest.raises(InSPODataError, match=r"has no 'rejected' column \(columns: \['prompt', 'chosen', 'bad'\]; "
-                       r"every row, e.g. row 0, lacks it\).*rename_columns"):
+    with pytest.raises(
+        InSPODataError,
+        match=r"has no 'rejected' column \(columns: \['prompt', 'chosen', 'bad'\]; "
+        r"every row, e.g. row 0, lacks it\).*rename_columns",
+    ):
         prepare(base, data)
 
 
@@ -94,8 +98,13 @@ def test_list_of_strings_is_neither_format(base):
 def test_missing_value_names_row(base):
     rows = make_rows(6)
     rows[4]["rejected"] = None
-    with pytest.raises(InSPODataError, match=expect("Column 'rejected' of the check dataset holds a value that is "
-                                                     "neither a string nor a list of messages (row 4: None")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'rejected' of the check dataset holds a value that is "
+            "neither a string nor a list of messages (row 4: None"
+        ),
+    ):
         prepare(base, Dataset.from_list(rows))
 
 
@@ -103,8 +112,13 @@ def test_mixed_formats_across_columns(base):
     data = Dataset.from_list(
         [{"prompt": "2+2?", "chosen": conv("assistant", "4"), "rejected": conv("assistant", "5")}]
     )
-    with pytest.raises(InSPODataError, match=expect("mixes conversational (lists of messages) and standard (strings) "
-                                                     "values ('prompt' is standard, 'chosen' is conversational")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "mixes conversational (lists of messages) and standard (strings) "
+            "values ('prompt' is standard, 'chosen' is conversational"
+        ),
+    ):
         prepare(base, data)
 
 
@@ -123,8 +137,13 @@ def test_mixed_formats_across_rows_of_a_stream(base):
 def test_non_text_value_in_a_stream(base):
     rows = make_rows(3) + [{"prompt": "a", "chosen": 7, "rejected": "b"}]
     data = IterableDataset.from_generator(lambda: iter(rows))
-    with pytest.raises(InSPODataError, match=expect("Column 'chosen' of the check dataset holds a value that is "
-                                                     "neither a string nor a list of messages (row 3: int 7)")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'chosen' of the check dataset holds a value that is "
+            "neither a string nor a list of messages (row 3: int 7)"
+        ),
+    ):
         list(prepare(base, data))
 
 
@@ -132,8 +151,13 @@ def test_empty_list_in_a_standard_stream(base):
     rows = make_rows(4)
     rows[2]["chosen"] = []
     data = IterableDataset.from_generator(lambda: iter(rows))
-    with pytest.raises(InSPODataError, match=expect("Column 'chosen' of the check dataset holds a value that is "
-                                                     "neither a string nor a list of messages (row 2: list [])")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'chosen' of the check dataset holds a value that is "
+            "neither a string nor a list of messages (row 2: list [])"
+        ),
+    ):
         list(prepare(base, data))
 
 
@@ -143,15 +167,21 @@ def test_messages_with_inconsistent_field_types_in_a_stream(base):
         {"prompt": conv("user", "hi"), "chosen": conv("assistant", "a"), "rejected": [{"role": "x", "content": 5}]},
     ]
     data = IterableDataset.from_generator(lambda: iter(rows))
-    with pytest.raises(InSPODataError, match=expect("Column 'rejected' of the check dataset holds values that cannot "
-                                                     "be read as one type in the rows 0-1")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'rejected' of the check dataset holds values that cannot be read as one type in the rows 0-1"
+        ),
+    ):
         list(prepare(base, data))
 
 
 def test_vision_train_and_eval_datasets(tmp_path, model_factory, tokenizer, preference_dataset):
     vision = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c", "image": "x.png"}])
-    with pytest.raises(InSPODataError, match=expect("The train dataset has an image column ('image'): InSPOTrainer "
-                                                     "does not support vision datasets")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect("The train dataset has an image column ('image'): InSPOTrainer does not support vision datasets"),
+    ):
         trainer_for(tmp_path, model_factory, tokenizer, vision)
     with pytest.raises(InSPODataError, match=expect("The eval dataset has an image column ('image')")):
         trainer_for(tmp_path, model_factory, tokenizer, preference_dataset, eval_dataset=vision)
@@ -167,11 +197,18 @@ def test_prompt_that_cannot_be_extracted(base):
     data = Dataset.from_list(
         [{"chosen": "the cat sat", "rejected": "the cat ran"}, {"chosen": "yes it is", "rejected": "no it is not"}]
     )
-    with pytest.raises(InSPODataError, match=expect("has no 'prompt' column, and at row 1 'chosen' and 'rejected' "
-                                                     "share no common beginning")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect("has no 'prompt' column, and at row 1 'chosen' and 'rejected' share no common beginning"),
+    ):
         prepare(base, data)
     messages = Dataset.from_list(
-        [{"chosen": conv("user", "q") + conv("assistant", "a"), "rejected": conv("user", "r") + conv("assistant", "b")}]
+        [
+            {
+                "chosen": conv("user", "q") + conv("assistant", "a"),
+                "rejected": conv("user", "r") + conv("assistant", "b"),
+            }
+        ]
     )
     with pytest.raises(InSPODataError, match="at row 0 'chosen' and 'rejected' share no common beginning"):
         prepare(base, messages)
@@ -226,15 +263,20 @@ def test_rows_that_cannot_train_are_dropped_counted_and_logged(base, caplog):
     kept = [r["prompt"] for i, r in enumerate(rows) if i not in (1, 2, 4, 5, 7)]
     assert out["prompt"] == kept
     assert len(out) + sum(base.inspo_dropped["messy"].values()) == len(rows)
-    assert "InSPO, messy dataset: dropped 5 of 10 rows: 4 empty_response (e.g. row 1), 1 identical_responses (e.g. " \
-           "row 5)" in caplog.text
+    assert (
+        "InSPO, messy dataset: dropped 5 of 10 rows: 4 empty_response (e.g. row 1), 1 identical_responses (e.g. "
+        "row 5)" in caplog.text
+    )
     assert "Troubleshooting section of the trl-inspo README" in caplog.text
 
 
 def test_conversational_empty_and_identical(base):
     rows = [
-        {"prompt": conv("user", "what is two plus two?"), "chosen": conv("assistant", "four"),
-         "rejected": conv("assistant", "five")},
+        {
+            "prompt": conv("user", "what is two plus two?"),
+            "chosen": conv("assistant", "four"),
+            "rejected": conv("assistant", "five"),
+        },
         {"prompt": conv("user", "hello"), "chosen": conv("assistant", "  "), "rejected": conv("assistant", "hi")},
         {"prompt": conv("user", "hello"), "chosen": conv("assistant", "hi"), "rejected": conv("assistant", "hi")},
         {"prompt": conv("user", "hello"), "chosen": conv("assistant", "hi"), "rejected": conv("assistant", "")},
@@ -246,9 +288,14 @@ def test_conversational_empty_and_identical(base):
 
 def test_everything_dropped_is_an_error(base):
     rows = [{"prompt": "a", "chosen": "same", "rejected": "same"}] * 3
-    with pytest.raises(InSPODataError, match=expect("All 3 rows of the check dataset were dropped (dropped 3 of 3 "
-                                                     "rows: 3 identical_responses (e.g. row 0)). Most are "
-                                                     "'identical_responses'")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "All 3 rows of the check dataset were dropped (dropped 3 of 3 "
+            "rows: 3 identical_responses (e.g. row 0)). Most are "
+            "'identical_responses'"
+        ),
+    ):
         prepare(base, Dataset.from_list(rows))
 
 
@@ -263,7 +310,10 @@ def test_prompt_too_long_counts_exactly_what_dpo_drops_silently(tmp_path, model_
     assert 0 < expected_drops < len(rows)
     inspo = trainer_for(tmp_path, model_factory, tokenizer, data, max_length=max_length)
     dpo = DPOTrainer(
-        model=model_factory(), ref_model=model_factory(), processing_class=tokenizer, train_dataset=data,
+        model=model_factory(),
+        ref_model=model_factory(),
+        processing_class=tokenizer,
+        train_dataset=data,
         args=DPOConfig(**config_kwargs(tmp_path, max_length=max_length)),
     )
     assert inspo.inspo_dropped["train"]["prompt_too_long"] == expected_drops
@@ -279,7 +329,9 @@ def test_symmetric_truncation_needs_room_for_both_responses(tmp_path, model_fact
     max_length = sorted(prompt_lengths)[12] + 1  # some prompts are exactly max_length - 1
     assert (max_length - 1) in prompt_lengths
     trainer = InSPOTrainer(
-        model=model_factory(), ref_model=model_factory(), processing_class=tokenizer,
+        model=model_factory(),
+        ref_model=model_factory(),
+        processing_class=tokenizer,
         train_dataset=Dataset.from_list(rows),
         args=InSPOConfig(**config_kwargs(tmp_path, max_length=max_length, reference_conditioning="prompt_only")),
     )
@@ -305,7 +357,12 @@ def segments_of(batch, row):
 def test_truncation_counts_match_what_the_collator_does(tmp_path, model_factory, tokenizer, truncation_mode):
     rows = make_rows(32, seed=7)
     trainer = trainer_for(
-        tmp_path, model_factory, tokenizer, Dataset.from_list(rows), max_length=22, truncation_mode=truncation_mode,
+        tmp_path,
+        model_factory,
+        tokenizer,
+        Dataset.from_list(rows),
+        max_length=22,
+        truncation_mode=truncation_mode,
         alternative_separator=" |",
     )
     collator = trainer.data_collator
@@ -365,7 +422,10 @@ def test_streamed_dataset_counts_and_drops_like_a_map_style_one(base):
 def test_eval_dataset_dict_is_counted_per_split(tmp_path, model_factory, tokenizer, preference_dataset):
     rows = messy_rows()
     trainer = trainer_for(
-        tmp_path, model_factory, tokenizer, preference_dataset,
+        tmp_path,
+        model_factory,
+        tokenizer,
+        preference_dataset,
         eval_dataset={"messy": Dataset.from_list(rows), "clean": preference_dataset},
     )
     assert trainer.inspo_dropped["messy"]["empty_response"] == 4
@@ -411,8 +471,9 @@ def test_strict_data_raises_while_streaming(tmp_path, model_factory, tokenizer):
     trainer = trainer_for(
         tmp_path, model_factory, tokenizer, Dataset.from_list(rows).to_iterable_dataset(), strict_data=["all"]
     )
-    with pytest.raises(InSPODataError, match=expect("1 row(s) of the train dataset so far have 'empty_response' "
-                                                     "(first: row 5)")):
+    with pytest.raises(
+        InSPODataError, match=expect("1 row(s) of the train dataset so far have 'empty_response' (first: row 5)")
+    ):
         list(trainer.train_dataset)
 
 
@@ -436,7 +497,8 @@ def test_strict_data_config_validation(tmp_path, overrides, message):
 def test_strict_data_accepted_forms(tmp_path):
     assert InSPOConfig(**config_kwargs(tmp_path)).strict_data == []
     assert InSPOConfig(**config_kwargs(tmp_path, strict_data="empty_response, identical_responses")).strict_data == [
-        "empty_response", "identical_responses"
+        "empty_response",
+        "identical_responses",
     ]
     assert InSPOConfig(**config_kwargs(tmp_path, strict_data=["all"], max_length=None)).strict_data == ["all"]
     assert InSPOConfig(**config_kwargs(tmp_path, strict_data=["prompt_truncated"], truncation_mode="keep_end"))
@@ -488,7 +550,13 @@ class Poison(TrainerCallback):
 
 def test_inf_weights_stop_training_without_a_nan_checkpoint(tmp_path, model_factory, tokenizer, preference_dataset):
     trainer = trainer_for(
-        tmp_path, model_factory, tokenizer, preference_dataset, max_steps=4, save_strategy="steps", save_steps=1,
+        tmp_path,
+        model_factory,
+        tokenizer,
+        preference_dataset,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=1,
         save_only_model=True,
     )
     trainer.add_callback(Poison())

@@ -258,19 +258,19 @@ class InSPOConfig(DPOConfig):
             )
         unknown = [t for t in self.loss_type if t not in SUPPORTED_LOSS_TYPES]
         if unknown:
-            fail(
-                f"Unknown `loss_type` {unknown}. Supported loss types: {list(SUPPORTED_LOSS_TYPES)}."
-            )
+            fail(f"Unknown `loss_type` {unknown}. Supported loss types: {list(SUPPORTED_LOSS_TYPES)}.")
         if len(set(self.loss_type)) != len(self.loss_type):
-            fail(f"`loss_type` lists a loss twice: {self.loss_type}. Give each loss once and weight it with "
-                 "`loss_weights`.")
-        if self.loss_weights is not None and any(
-            not math.isfinite(w) or w < 0 for w in self.loss_weights
-        ):
+            fail(
+                f"`loss_type` lists a loss twice: {self.loss_type}. Give each loss once and weight it with "
+                "`loss_weights`."
+            )
+        if self.loss_weights is not None and any(not math.isfinite(w) or w < 0 for w in self.loss_weights):
             fail(f"`loss_weights` must be finite and >= 0, got {self.loss_weights}.")
         if self.max_alternative_length is not None:
-            if isinstance(self.max_alternative_length, bool) or not isinstance(self.max_alternative_length, int) or (
-                self.max_alternative_length < 1
+            if (
+                isinstance(self.max_alternative_length, bool)
+                or not isinstance(self.max_alternative_length, int)
+                or (self.max_alternative_length < 1)
             ):
                 fail(
                     f"`max_alternative_length` must be a positive integer or None, got "

@@ -64,14 +64,20 @@ def build_prefix_shared_batch(examples, seg, separator_ids, pad_token_id, pad_to
     lengths = torch.stack(
         [
             prompt - has_prompt,  # shared prompt x[:-1]
-            has_prompt, alt_l,  # A: x[-1] copy, y_w[:alt_l]
-            has_prompt, alt_w,  # B: x[-1] copy, y_l[:alt_w]
-            sep_l, tgt_l,  # A2: separator, y_l[:tgt_l]
-            sep_w, tgt_w,  # B2: separator, y_w[:tgt_w]
+            has_prompt,
+            alt_l,  # A: x[-1] copy, y_w[:alt_l]
+            has_prompt,
+            alt_w,  # B: x[-1] copy, y_l[:alt_w]
+            sep_l,
+            tgt_l,  # A2: separator, y_l[:tgt_l]
+            sep_w,
+            tgt_w,  # B2: separator, y_w[:tgt_w]
         ],
         dim=1,
     )  # (n, 9)
-    tree_kind = torch.tensor([SHARED, BRANCH_A, BRANCH_A, BRANCH_B, BRANCH_B, BRANCH_A2, BRANCH_A2, BRANCH_B2, BRANCH_B2])
+    tree_kind = torch.tensor(
+        [SHARED, BRANCH_A, BRANCH_A, BRANCH_B, BRANCH_B, BRANCH_A2, BRANCH_A2, BRANCH_B2, BRANCH_B2]
+    )
     token_kind = torch.tensor(
         [NONE, NONE, CHOSEN_UNCONDITIONAL, NONE, REJECTED_UNCONDITIONAL, NONE, REJECTED_CONDITIONAL, NONE,
          CHOSEN_CONDITIONAL]
@@ -287,4 +293,6 @@ def check_prefix_sharing_support(model) -> None:
             f"would silently override. {fallback}"
         )
     if getattr(config, "model_type", "") in ("gemma3", "gemma3_text", "paligemma"):
-        raise ValueError(f"`prefix_sharing=True` does not support {config.model_type} (bidirectional image attention). {fallback}")
+        raise ValueError(
+            f"`prefix_sharing=True` does not support {config.model_type} (bidirectional image attention). {fallback}"
+        )

@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
-# A ChatML-style template: every turn ends with <|im_end|> and a newline; the generation prompt opens an assistant turn.
+# A ChatML-style template: every turn ends with <|im_end|> and a newline; the generation prompt opens an assistant
+# turn.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"

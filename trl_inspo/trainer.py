@@ -410,7 +410,9 @@ class InSPOTrainer(DPOTrainer):
         if not isinstance(collator, DataCollatorForInSPO):
             collator = getattr(self, "_inspo_collator", None)
         if not isinstance(collator, DataCollatorForInSPO):  # a custom collator: count with the default layout
-            tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+            tokenizer = (
+                processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+            )
             collator = self.build_collator(args, tokenizer)
         # Implicit prompts of text datasets end at a word boundary (see `trl_inspo.implicit_prompt`)
         base_prepare = with_word_boundary_prompts(super()._prepare_dataset)

@@ -175,7 +175,10 @@ def _describe(value) -> str:
 def _bad_value_error(name: str, column: str, row: int, value) -> InSPODataError:
     if value is None:
         found = "None (missing value)"
-        fix = f"Fill or remove the rows with a missing '{column}' (e.g. `dataset.filter(lambda r: r['{column}'] is not None)`)."
+        fix = (
+            f"Fill or remove the rows with a missing '{column}' (e.g. "
+            f"`dataset.filter(lambda r: r['{column}'] is not None)`)."
+        )
     else:
         found = _describe(value)
         fix = (
@@ -298,7 +301,7 @@ def example_kinds(example: dict, columns, name: str, row: int = 0) -> dict[str, 
         for column, column_kind in kinds.items():
             if column_kind == "empty_list":
                 raise _bad_value_error(name, column, row, example[column])
-    return {c: kind for c in kinds}
+    return dict.fromkeys(kinds, kind)
 
 
 # ---------------------------------------------------------------------------------------------------------- tallies
@@ -511,7 +514,7 @@ def empty_text(column, kind: str, eos_token: str | None) -> np.ndarray:
     column = _array(column)
     if kind == "standard":
         text = pc.replace_substring(column, eos_token, "") if eos_token else column
-        return (pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) == 0)
+        return pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) == 0
     n = len(column)
     flat = pc.list_flatten(column)
     content_type = flat.type.field("content").type
@@ -629,9 +632,7 @@ def python_batch_to_arrow(batch: dict, columns, kinds: dict, name: str, rows: np
             if kind == "empty_list" and expected == "standard":
                 raise _bad_value_error(name, column, int(rows[i]), value)
             if kind != "empty_list" and kind != expected:
-                raise _mixed_error(
-                    name, {column: kind}, int(rows[i]), detail=f", while earlier rows are {expected}"
-                )
+                raise _mixed_error(name, {column: kind}, int(rows[i]), detail=f", while earlier rows are {expected}")
         try:
             arrays[column] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. messages whose fields have different types
