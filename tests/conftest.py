@@ -108,3 +108,22 @@ def config_kwargs(tmp_path, **overrides):
     )
     kwargs.update(overrides)
     return kwargs
+
+
+def make_trainer(
+    trainer_cls, tmp_path, model_factory, tokenizer, dataset, *, ref=True, dtype=torch.float32, **overrides
+):
+    """An `InSPOTrainer` or a `trl.DPOTrainer` (with its own config class) on the tiny policy of seed 0 and, with `ref`,
+    a separate reference of seed 1: the same models for both trainers, so that their numbers can be compared."""
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_inspo import InSPOConfig
+
+    config_cls = DPOConfig if trainer_cls is DPOTrainer else InSPOConfig
+    return trainer_cls(
+        model=model_factory(seed=0, dtype=dtype),
+        ref_model=model_factory(seed=1, dtype=dtype) if ref else None,
+        args=config_cls(**config_kwargs(tmp_path / trainer_cls.__name__, **overrides)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )

@@ -14,7 +14,6 @@ way `InSPOTrainer` prepares a dataset:
 import string
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from datasets import Dataset
@@ -22,16 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trl_inspo import DataCollatorForInSPO, InSPOConfig, InSPOTrainer
-from trl_inspo.validation import (
-    DROP_REASONS,
-    TRUNCATION_REASONS,
-    InSPODataError,
-    RowLayout,
-    RowTally,
-    classify_rows,
-    prepare_preference_dataset,
-    token_stage,
-)
+from trl_inspo.config import DROP_REASONS, TRUNCATION_REASONS
+from trl_inspo.errors import InSPODataError
+from trl_inspo.validation import ROW, DataReport, RowLayout, check_tokens, classify_rows, prepare_preference_dataset
 
 from .conftest import config_kwargs
 
@@ -69,20 +61,19 @@ def token_rows(draw):
 
 
 def prepare_rows(rows, collator, name="prop"):
-    """The trainer's token-level preparation step (`token_stage`) over one Arrow batch; returns (kept rows, tally,
+    """The trainer's token-level check (`check_tokens`) over one batch; returns (kept rows, keep mask, report,
     per-pair reason masks)."""
-    ids = pa.list_(pa.int64())
-    table = pa.table(
-        {
-            "chosen": pa.array(["x"] * len(rows)),
-            "rejected": pa.array(["x"] * len(rows)),
-            **{k: pa.array([r[k] for r in rows], type=ids) for k in ("prompt_ids", "chosen_ids", "rejected_ids")},
-        }
-    )
+    batch = {
+        ROW: list(range(len(rows))),
+        "chosen": ["x"] * len(rows),
+        "rejected": ["x"] * len(rows),
+        **{k: [r[k] for r in rows] for k in ("prompt_ids", "chosen_ids", "rejected_ids")},
+    }
     layout = RowLayout.from_collator(collator)
-    tally = RowTally(name, frozenset(), layout.max_length)
-    tally.rows = len(rows)
-    keep = token_stage(table, np.arange(len(rows)), tally, layout, "standard", None, extracted_prompt=False)
+    report = DataReport(name, max_length=layout.max_length, rows=len(rows))
+    checked = check_tokens(batch, name=name, layout=layout)
+    report.count({**batch, **checked})
+    keep = np.array([drop is None for drop in checked["_inspo_drop"]])
     _, reasons = classify_rows(
         [len(r["prompt_ids"]) for r in rows],
         [len(r["chosen_ids"]) for r in rows],
@@ -90,7 +81,7 @@ def prepare_rows(rows, collator, name="prop"):
         layout,
         identical=[r["chosen_ids"] == r["rejected_ids"] for r in rows],
     )
-    return [r for r, k in zip(rows, keep) if k], keep, tally, reasons
+    return [r for r, k in zip(rows, keep) if k], keep, report, reasons
 
 
 def read_rows(batch, separator_ids):
@@ -262,13 +253,14 @@ def test_unicode_text_through_the_tokenizer(text_trainer, rows, layout):
     tok = trainer.processing_class
     collator = DataCollatorForInSPO(pad_token_id=tok.pad_token_id, **layout)
     base_prepare = super(InSPOTrainer, trainer)._prepare_dataset
+    layout = RowLayout.from_collator(collator)
     data = Dataset.from_list(rows)
     try:
-        out = prepare_preference_dataset(trainer, base_prepare, data, tok, trainer.args, "unicode", collator)
+        out, report = prepare_preference_dataset(base_prepare, data, tok, trainer.args, "unicode", layout)
     except InSPODataError as error:  # only when every row is dropped
         assert str(error).startswith(f"All {len(rows)} rows of the unicode dataset were dropped")
-        out = data.select([])
-    dropped = trainer.inspo_dropped["unicode"]
+        out, report = data.select([]), error.report
+    dropped, truncated = report.dropped, report.truncated
     assert len(out) + sum(dropped.values()) == len(rows)
     empty = [not r["chosen"].strip() or not r["rejected"].strip() for r in rows]
     identical = [not e and r["chosen"] == r["rejected"] for r, e in zip(rows, empty)]
@@ -285,5 +277,5 @@ def test_unicode_text_through_the_tokenizer(text_trainer, rows, layout):
     if kept:
         _, _, tally, reasons = prepare_rows(kept, collator, name="again")
         assert sum(tally.dropped.values()) == 0  # preparing twice drops nothing more
-        assert tally.truncated == trainer.inspo_truncated["unicode"]
+        assert tally.truncated == truncated
         check_collated(kept, collator, reasons)

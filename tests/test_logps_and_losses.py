@@ -5,13 +5,11 @@ import math
 
 import pytest
 import torch
-from trl import DPOConfig, DPOTrainer
-from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from trl_inspo import InSPOConfig, InSPOTrainer
-from trl_inspo.config import DPO_LOSS_TYPES, SUPPORTED_LOSS_TYPES
+from trl_inspo import InSPOTrainer
+from trl_inspo.losses import SUPPORTED_LOSS_TYPES
 
-from .conftest import config_kwargs
+from .conftest import make_trainer as make_inspo_or_dpo
 from .helpers import logsigmoid, mean, pair_logps, sigmoid
 
 
@@ -24,15 +22,8 @@ PAIRS = [
 LABEL_SMOOTHING = {"exo_pair": 1e-3, "robust": 0.1, "aot": 0.1, "aot_unpaired": 0.1}
 
 
-def make_trainer(tmp_path, model_factory, tokenizer, preference_dataset, ref=True, dtype=torch.float32, **overrides):
-    args = InSPOConfig(**config_kwargs(tmp_path, **overrides))
-    return InSPOTrainer(
-        model=model_factory(seed=0, dtype=dtype),
-        ref_model=model_factory(seed=1, dtype=dtype) if ref else None,
-        args=args,
-        train_dataset=preference_dataset,
-        processing_class=tokenizer,
-    )
+def make_trainer(tmp_path, model_factory, tokenizer, preference_dataset, **kwargs):
+    return make_inspo_or_dpo(InSPOTrainer, tmp_path, model_factory, tokenizer, preference_dataset, **kwargs)
 
 
 def run_loss(trainer, pairs=PAIRS):
@@ -229,55 +220,3 @@ def test_orpo_as_sft_plus_odds_ratio(tmp_path, model_factory, tokenizer, prefere
     loss, _ = run_loss(trainer)
     expected = formula("sft", pol, None, True, 0.5) + 0.25 * formula("orpo", pol, None, True, 0.5)
     assert loss == pytest.approx(expected, abs=1e-5)
-
-
-def _dpo_trainer(tmp_path, model_factory, tokenizer, preference_dataset, dtype=torch.float32, **overrides):
-    args = DPOConfig(**config_kwargs(tmp_path / "dpo", **overrides))
-    return DPOTrainer(
-        model=model_factory(seed=0, dtype=dtype),
-        ref_model=model_factory(seed=1, dtype=dtype),
-        args=args,
-        train_dataset=preference_dataset,
-        processing_class=tokenizer,
-    )
-
-
-@pytest.mark.parametrize("loss_type", DPO_LOSS_TYPES)
-def test_unconditional_term_matches_dpo_trainer(tmp_path, model_factory, tokenizer, preference_dataset, loss_type):
-    # float64 backbones: both trainers batch the same tokens in differently padded rows. TRL's fused LM head still
-    # scores in float32, so sums of magnitude ~100 carry ~1e-5 of rounding: compare to 1e-5, relative or absolute.
-    overrides = dict(
-        loss_type=[loss_type], beta=0.5, label_smoothing=LABEL_SMOOTHING.get(loss_type, 0.0), dtype=torch.float64
-    )
-    dpo = _dpo_trainer(tmp_path, model_factory, tokenizer, preference_dataset, **overrides)
-    inspo = make_trainer(
-        tmp_path,
-        model_factory,
-        tokenizer,
-        preference_dataset,
-        ref=loss_type != "sft",
-        conditional_loss_weight=0.0,
-        unconditional_loss_weight=1.0,
-        reference_conditioning="conditional" if loss_type == "sft" else "prompt_only",
-        **overrides,
-    )
-    # the same tokenized examples through each trainer's own collator
-    examples = [dpo.train_dataset[i] for i in range(4)]
-    keys = ("prompt_ids", "chosen_ids", "rejected_ids")
-    examples = [{k: e[k] for k in keys} for e in examples]
-    dpo._metrics["train"].clear()
-    with torch.no_grad():
-        dpo_loss = dpo.compute_loss(
-            dpo.model, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples)
-        )
-    dpo_metrics = {k: v[-1] for k, v in dpo._metrics["train"].items()}
-    inspo_loss, inspo_metrics = run_loss(inspo, examples)
-    tol = dict(rel=1e-5, abs=1e-5)
-    assert inspo_loss == pytest.approx(dpo_loss.item(), **tol)
-    if loss_type != "sft":  # reference-free here: its rewards are length-normalised, DPO's use a reference
-        for name in ("chosen", "rejected", "accuracies", "margins"):
-            assert inspo_metrics[f"rewards_unconditional/{name}"] == pytest.approx(
-                dpo_metrics[f"rewards/{name}"], **tol
-            )
-    for name in ("chosen", "rejected"):
-        assert inspo_metrics[f"logps_unconditional/{name}"] == pytest.approx(dpo_metrics[f"logps/{name}"], **tol)

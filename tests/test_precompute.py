@@ -1,9 +1,9 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
 """`precompute_ref_log_probs=True`: reference values computed once before training, cached like TRL caches its own.
 
-InSPOTrainer stores two values per example in each of TRL's `ref_chosen_logps` / `ref_rejected_logps` columns
-(`[conditional, prompt_only]`), so one precompute serves both `reference_conditioning` values, the unconditional loss
-term and the unconditional metrics.
+InSPOTrainer stores the conditional reference values in TRL's `ref_chosen_logps` / `ref_rejected_logps` columns and the
+prompt-only ones, from the same forward, in `ref_chosen_prompt_only_logps` / `ref_rejected_prompt_only_logps`, so one
+precompute serves both `reference_conditioning` values, the unconditional loss term and the unconditional metrics.
 """
 
 import json
@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset, load_dataset
 
 from trl_inspo import InSPOConfig, InSPOTrainer
+from trl_inspo.collator import PROMPT_ONLY_REF_COLUMNS, REF_COLUMNS
 
 from .conftest import config_kwargs, make_rows
 from .helpers import pair_logps
@@ -71,8 +72,9 @@ def test_precomputed_equals_live_reference(tmp_path, model_factory, tokenizer, r
         )
         if precompute:
             assert trainer.precompute_ref_logps
-            assert len(trainer.train_dataset[0]["ref_chosen_logps"]) == 2
-            assert len(trainer.eval_dataset[0]["ref_rejected_logps"]) == 2
+            for split in (trainer.train_dataset, trainer.eval_dataset):
+                row = split[0]
+                assert all(isinstance(row[k], float) for k in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS)
             if reference == "initial_policy":
                 assert trainer.ref_model is None  # the reference model is not kept in memory
         trainer.train()
@@ -99,8 +101,8 @@ def test_precomputed_values_are_the_reference_log_probs(tmp_path, model_factory,
     )
     for row in trainer.train_dataset:
         expected = _expected_ref_values(reference, row)
-        assert row["ref_chosen_logps"] == pytest.approx([expected["c_w"], expected["u_w"]], abs=1e-4)
-        assert row["ref_rejected_logps"] == pytest.approx([expected["c_l"], expected["u_l"]], abs=1e-4)
+        got = [row[k] for k in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS]
+        assert got == pytest.approx([expected[k] for k in ("c_w", "c_l", "u_w", "u_l")], abs=1e-4)
 
 
 @pytest.fixture
@@ -112,9 +114,8 @@ def disk_dataset(tmp_path):
     return load_dataset("json", data_files=str(path), cache_dir=str(tmp_path / "hf-cache"), split="train")
 
 
-def _ref_cache_file(dataset):
-    files = [f["filename"] for f in dataset.cache_files]
-    return files[-1]
+def _ref_cache_file(trainer):
+    return trainer.reference_cache_files["train"]
 
 
 def test_layout_changes_do_not_reuse_a_stale_cache(tmp_path, model_factory, tokenizer, disk_dataset):
@@ -136,22 +137,22 @@ def test_layout_changes_do_not_reuse_a_stale_cache(tmp_path, model_factory, toke
     base = precompute("base")
     again = precompute("again")
     # Same data, model and layout: TRL's cache is reused (same cache file, same values), even with another output_dir.
-    assert _ref_cache_file(again.train_dataset) == _ref_cache_file(base.train_dataset)
+    assert _ref_cache_file(again) == _ref_cache_file(base)
     assert again.train_dataset["ref_chosen_logps"] == base.train_dataset["ref_chosen_logps"]
 
     separated = precompute("separator", alternative_separator="\n")
-    assert _ref_cache_file(separated.train_dataset) != _ref_cache_file(base.train_dataset)
+    assert _ref_cache_file(separated) != _ref_cache_file(base)
     separator_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
     for row in separated.train_dataset:
         expected = _expected_ref_values(reference, row, separator=separator_ids)
-        assert row["ref_chosen_logps"][0] == pytest.approx(expected["c_w"], abs=1e-4)
-        assert row["ref_rejected_logps"][0] == pytest.approx(expected["c_l"], abs=1e-4)
+        assert row["ref_chosen_logps"] == pytest.approx(expected["c_w"], abs=1e-4)
+        assert row["ref_rejected_logps"] == pytest.approx(expected["c_l"], abs=1e-4)
 
     # A shorter max_length truncates rows: the cached values must be those of the truncated rows.
     lengths = [len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in base.train_dataset]
     max_length = sorted(lengths)[len(lengths) // 2]
     truncated = precompute("truncated", max_length=max_length)
-    assert _ref_cache_file(truncated.train_dataset) != _ref_cache_file(base.train_dataset)
+    assert _ref_cache_file(truncated) != _ref_cache_file(base)
     rows = [truncated.train_dataset[i] for i in range(len(truncated.train_dataset))]
     live_chosen, live_rejected = truncated.compute_ref_log_probs(truncated.ref_model, truncated.data_collator(rows))
     got_chosen = torch.tensor([r["ref_chosen_logps"] for r in rows])
@@ -162,11 +163,11 @@ def test_layout_changes_do_not_reuse_a_stale_cache(tmp_path, model_factory, toke
     assert not torch.allclose(got_chosen, base_chosen)  # some rows were truncated
 
     capped = precompute("max_alternative_length", max_alternative_length=2)
-    assert _ref_cache_file(capped.train_dataset) != _ref_cache_file(base.train_dataset)
+    assert _ref_cache_file(capped) != _ref_cache_file(base)
 
     # LD-DPO's ld_alpha changes how reference tokens are weighted: no reuse either.
     ld = precompute("ld", ld_alpha=0.5)
-    assert _ref_cache_file(ld.train_dataset) != _ref_cache_file(base.train_dataset)
+    assert _ref_cache_file(ld) != _ref_cache_file(base)
     rows = [ld.train_dataset[i] for i in range(len(ld.train_dataset))]
     live_chosen, _ = ld.compute_ref_log_probs(ld.ref_model, ld.data_collator(rows))
     torch.testing.assert_close(torch.tensor([r["ref_chosen_logps"] for r in rows]), live_chosen, rtol=1e-5, atol=1e-5)

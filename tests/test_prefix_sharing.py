@@ -11,7 +11,7 @@ from peft import LoraConfig, PrefixTuningConfig
 from transformers import MistralConfig, MistralForCausalLM
 
 from trl_inspo import DataCollatorForInSPO, InSPOConfig, InSPOTrainer
-from trl_inspo.config import SUPPORTED_LOSS_TYPES
+from trl_inspo.losses import SUPPORTED_LOSS_TYPES
 from trl_inspo.prefix_sharing import tree_attention_allowed
 
 from .conftest import config_kwargs
@@ -288,3 +288,71 @@ def test_prompt_learning_adapter_is_refused(tmp_path, model_factory, tokenizer, 
             tmp_path, model_factory, tokenizer, preference_dataset, True, ref=False,
             peft=PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM"),
         )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------- "auto"
+def test_auto_rule_follows_the_token_share():
+    """Tree rows when they hold at most 3/4 of the two-row tokens: a prompt at least as long as both responses."""
+    from trl_inspo.collator import inspo_segment_lengths, use_tree_rows
+
+    def rule(prompt, chosen, rejected, pad=None):
+        seg = inspo_segment_lengths(torch.tensor(prompt), torch.tensor(chosen), torch.tensor(rejected))
+        return use_tree_rows(seg, pad)
+
+    assert rule([40], [10], [10])  # tree 61 tokens vs 2 x 60
+    assert rule([22], [10], [10])  # at the break-even point: tree 22 + 40 + 1 (the prompt's last token, copied) = 63
+    assert not rule([20], [10], [10])  # one token short of it: tree 61 > 0.75 x 2 x 40
+    assert not rule([10], [20], [20])  # long responses: tree 51 vs 0.75 x 100
+    assert not rule([30, 2], [5, 30], [5, 30])  # padding counts: the second pair sets both row lengths
+    assert rule([30], [8], [8], pad=64) is (64 <= 0.75 * 2 * 64)  # padded to one block each: both 64 long
+
+
+def test_auto_packs_prompt_heavy_batches_as_trees_with_the_same_numbers(tmp_path, model_factory, tokenizer):
+    long_prompt = " ".join(["the cat sat on the mat"] * 4)
+    dataset = Dataset.from_list([{"prompt": long_prompt, "chosen": " yes", "rejected": " no"}] * 4)
+    auto = _trainer(tmp_path, model_factory, tokenizer, dataset, "auto", beta=0.5, unconditional_loss_weight=0.5)
+    plain = _trainer(tmp_path, model_factory, tokenizer, dataset, False, beta=0.5, unconditional_loss_weight=0.5)
+    examples = [auto.train_dataset[i] for i in range(4)]
+    assert "tree_segment_ids" in auto.data_collator(examples)
+    assert_same(_loss_and_metrics(auto, examples), _loss_and_metrics(plain, examples))
+    # response-heavy pairs stay two rows
+    assert "tree_segment_ids" not in auto.data_collator([dict(e, chosen_ids=e["prompt_ids"] * 3) for e in examples])
+
+
+@pytest.mark.parametrize("attn", ["eager", "flash_attention_2"])
+def test_auto_keeps_two_rows_where_tree_rows_are_not_measured_to_pay(tmp_path, model_factory, tokenizer, attn):
+    long_prompt = " ".join(["the cat sat on the mat"] * 4)
+    dataset = Dataset.from_list([{"prompt": long_prompt, "chosen": " yes", "rejected": " no"}] * 4)
+    model, ref = model_factory(seed=0), model_factory(seed=1)
+    for m in (model, ref):
+        m.config._attn_implementation = attn
+    trainer = InSPOTrainer(
+        model=model, ref_model=ref, train_dataset=dataset, processing_class=tokenizer,
+        args=InSPOConfig(**config_kwargs(tmp_path, prefix_sharing="auto")),
+    )  # fmt: skip
+    assert trainer.data_collator.prefix_sharing is False
+    assert "tree_segment_ids" not in trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+
+
+def test_auto_falls_back_on_sliding_window_models(tmp_path, tokenizer, preference_dataset):
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, sliding_window=16, pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa",
+    )  # fmt: skip
+    trainer = InSPOTrainer(
+        model=MistralForCausalLM(config), ref_model=MistralForCausalLM(config), train_dataset=preference_dataset,
+        processing_class=tokenizer, args=InSPOConfig(**config_kwargs(tmp_path, prefix_sharing="auto")),
+    )  # fmt: skip
+    assert trainer.data_collator.prefix_sharing is False
+
+
+def test_prefix_sharing_values_from_the_command_line(tmp_path):
+    from trl import TrlParser
+
+    for text, value in (("auto", "auto"), ("true", True), ("false", False)):
+        (args,) = TrlParser((InSPOConfig,)).parse_args_into_dataclasses(
+            ["--output_dir", str(tmp_path), "--report_to", "none", "--prefix_sharing", text]
+        )
+        assert args.prefix_sharing == value
+    with pytest.raises(ValueError, match="prefix_sharing"):
+        InSPOConfig(**config_kwargs(tmp_path, prefix_sharing="sometimes"))

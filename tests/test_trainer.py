@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-from trl_inspo import DataCollatorForInSPO, InSPOConfig, InSPOConfigError, InSPOTrainer
+from trl_inspo import DataCollatorForInSPO, InSPOConfig, InSPOConfigError, InSPOTrainer, InSPOWarning
 
 from .conftest import config_kwargs
 
@@ -111,16 +111,20 @@ def test_reference_free_losses_load_no_reference(tiny_model_dir, preference_data
     assert all(torch.isfinite(torch.tensor(log["loss"])) for log in trainer.state.log_history if "loss" in log)
 
 
-def test_reference_free_rejects_a_reference_model(tmp_path, model_factory, tokenizer, preference_dataset):
+def test_reference_free_ignores_a_reference_model_with_a_warning(
+    tmp_path, model_factory, tokenizer, preference_dataset
+):
     args = InSPOConfig(**config_kwargs(tmp_path, loss_type=["simpo"]))
-    with pytest.raises(ValueError, match="use no reference model"):
-        InSPOTrainer(
+    with pytest.warns(InSPOWarning, match="`ref_model` has no effect"):
+        trainer = InSPOTrainer(
             model=model_factory(),
             ref_model=model_factory(),
             args=args,
             train_dataset=preference_dataset,
             processing_class=tokenizer,
         )
+    assert trainer.ref_model is None
+    trainer.train()
 
 
 @pytest.mark.parametrize(
@@ -134,18 +138,51 @@ def test_reference_free_rejects_a_reference_model(tmp_path, model_factory, token
         ({"max_alternative_length": 8, "reference_conditioning": "prompt_only"}, "prompt_only"),
         ({"max_alternative_length": 8, "unconditional_loss_weight": 0.5}, "unconditional_loss_weight=0.5"),
         ({"max_alternative_length": 8, "loss_type": ["sigmoid", "sft"]}, "'sft'"),
-        ({"alternative_separator": ""}, "alternative_separator"),
+        ({"alternative_separator": 3}, "alternative_separator"),
         ({"loss_type": ["kto"]}, "Unknown `loss_type`"),
-        ({"rdpo_alpha": 0.1, "loss_type": ["ipo"]}, "rdpo_alpha"),
-        ({"loss_type": ["simpo"], "reference_conditioning": "prompt_only"}, "no reference model"),
         ({"loss_type": ["bco_pair"], "f_divergence_type": "js_divergence"}, "f_divergence_type"),
+        ({"f_divergence_type": "hellinger"}, "f_divergence_type"),
         ({"loss_type": ["exo_pair"]}, "label_smoothing"),
+        ({"loss_type": ["exo_pair"], "label_smoothing": 1.0}, "label_smoothing"),
+        ({"loss_type": ["discopop"], "discopop_tau": 0.0}, "discopop_tau"),
         ({"loss_type": ["aot"], "use_weighting": True}, "use_weighting"),
-        ({"beta": 0.0}, "beta"),
+        ({"beta": float("inf")}, "beta"),
+        ({"strict_data": ["empty"]}, "strict_data"),
     ],
 )
 def test_invalid_options_fail_at_construction(tmp_path, overrides, message):
     with pytest.raises(InSPOConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        InSPOConfig(**config_kwargs(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"alternative_separator": ""}, "alternative_separator"),
+        ({"rdpo_alpha": 0.1, "loss_type": ["ipo"]}, "`rdpo_alpha=0.1` has no effect"),
+        ({"label_smoothing": 0.1}, "`label_smoothing=0.1` has no effect"),
+        ({"simpo_gamma": 1.0}, "`simpo_gamma=1.0` has no effect"),
+        ({"discopop_tau": 0.1}, "`discopop_tau=0.1` has no effect"),
+        ({"ld_alpha": 0.5, "loss_type": ["sft"]}, "`ld_alpha=0.5` has no effect"),
+        ({"f_divergence_type": "js_divergence", "loss_type": ["sft"]}, "`f_divergence_type='js_divergence'`"),
+        ({"f_alpha_divergence_coef": 0.3}, "f_alpha_divergence_coef"),
+        ({"loss_type": ["simpo"], "reference_conditioning": "prompt_only"}, "use no reference model"),
+        ({"loss_type": ["sft"], "sync_ref_model": True}, "use no reference model"),
+        ({"loss_type": ["sft"], "precompute_ref_log_probs": True}, "use no reference model"),
+        ({"unconditional_metrics": False, "loss_type": ["sigmoid", "sft"]}, "unconditional_metrics=False"),
+        ({"loss_type": ["sigmoid", "sigmoid"]}, "more than once"),
+        ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, -0.5]}, "negative"),
+        ({"beta": 0.0}, "beta=0.0"),
+        ({"ld_alpha": 1.5}, "ld_alpha=1.5"),
+        ({"loss_type": ["robust"], "label_smoothing": 0.6}, "label_smoothing=0.6"),
+        ({"strict_data": ["prompt_too_long"], "max_length": None}, "max_length=None"),
+        ({"strict_data": ["all", "empty_response"]}, "'all' already includes"),
+    ],
+)
+def test_options_without_effect_warn_instead_of_failing(tmp_path, overrides, message):
+    """What trl.DPOTrainer accepts is accepted: an option that has no effect (or a value outside its documented range)
+    gets one `InSPOWarning`, not an error."""
+    with pytest.warns(InSPOWarning, match=message.replace("[", r"\[").replace("(", r"\(")):
         InSPOConfig(**config_kwargs(tmp_path, **overrides))
 
 

@@ -11,19 +11,14 @@ import torch
 from datasets import Dataset, IterableDataset
 from safetensors.torch import load_file
 from transformers import TrainerCallback
-from trl import DPOConfig, DPOTrainer, TrlParser
+from trl import DPOTrainer, TrlParser
 
-from trl_inspo import InSPOConfig, InSPOConfigError, InSPOTrainer
-from trl_inspo.validation import (
-    DROP_REASONS,
-    TRUNCATION_REASONS,
-    InSPODataError,
-    NonFiniteLossError,
-    RowLayout,
-    classify_rows,
-)
+from trl_inspo import InSPOConfig, InSPOConfigError, InSPOTrainer, InSPOWarning
+from trl_inspo.config import DROP_REASONS, TRUNCATION_REASONS
+from trl_inspo.errors import InSPODataError, NonFiniteLossError
+from trl_inspo.validation import RowLayout, classify_rows
 
-from .conftest import config_kwargs, make_rows
+from .conftest import config_kwargs, make_rows, make_trainer
 
 
 def trainer_for(tmp_path, model_factory, tokenizer, train, eval_dataset=None, **overrides):
@@ -85,13 +80,25 @@ def test_missing_both_columns_and_tokenized_hint(base):
 
 def test_non_text_column_type(base):
     data = Dataset.from_list([{"prompt": "a", "chosen": 1, "rejected": 2}])
-    with pytest.raises(InSPODataError, match=expect("Column 'chosen' of the check dataset has type int64 (row 0")):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'chosen' of the check dataset holds a value that is neither a string nor a list of "
+            "messages (row 0: int 1)"
+        ),
+    ):
         prepare(base, data)
 
 
 def test_list_of_strings_is_neither_format(base):
     data = Dataset.from_list([{"prompt": "a", "chosen": ["b"], "rejected": ["c"]}])
-    with pytest.raises(InSPODataError, match="Column 'chosen'.*type list<item: string>.*lists of messages"):
+    with pytest.raises(
+        InSPODataError,
+        match=expect(
+            "Column 'chosen' of the check dataset holds a value that is neither "
+            "a string nor a list of messages (row 0: list ['b'])"
+        ),
+    ):
         prepare(base, data)
 
 
@@ -130,7 +137,9 @@ def test_mixed_formats_across_rows_of_a_stream(base):
         yield from rows
 
     data = IterableDataset.from_generator(gen)
-    with pytest.raises(InSPODataError, match=r"'prompt' is conversational, while earlier rows are standard; row 3\)"):
+    with pytest.raises(
+        InSPODataError, match=r"'prompt' is conversational, .* while the first row is standard; row 3\)"
+    ):
         list(prepare(base, data))
 
 
@@ -161,7 +170,7 @@ def test_empty_list_in_a_standard_stream(base):
         list(prepare(base, data))
 
 
-def test_messages_with_inconsistent_field_types_in_a_stream(base):
+def test_message_content_of_another_type_in_a_stream(base):
     rows = [
         {"prompt": conv("user", "hi"), "chosen": conv("assistant", "a"), "rejected": conv("assistant", "b")},
         {"prompt": conv("user", "hi"), "chosen": conv("assistant", "a"), "rejected": [{"role": "x", "content": 5}]},
@@ -170,7 +179,8 @@ def test_messages_with_inconsistent_field_types_in_a_stream(base):
     with pytest.raises(
         InSPODataError,
         match=expect(
-            "Column 'rejected' of the check dataset holds values that cannot be read as one type in the rows 0-1"
+            "Column 'rejected' of the check dataset holds a value that is neither a string nor a list of messages "
+            "(row 1: list [{'role': 'x', 'content': 5}])"
         ),
     ):
         list(prepare(base, data))
@@ -309,13 +319,7 @@ def test_prompt_too_long_counts_exactly_what_dpo_drops_silently(tmp_path, model_
     expected_drops = sum(n >= max_length for n in prompt_lengths)
     assert 0 < expected_drops < len(rows)
     inspo = trainer_for(tmp_path, model_factory, tokenizer, data, max_length=max_length)
-    dpo = DPOTrainer(
-        model=model_factory(),
-        ref_model=model_factory(),
-        processing_class=tokenizer,
-        train_dataset=data,
-        args=DPOConfig(**config_kwargs(tmp_path, max_length=max_length)),
-    )
+    dpo = make_trainer(DPOTrainer, tmp_path, model_factory, tokenizer, data, max_length=max_length)
     assert inspo.inspo_dropped["train"]["prompt_too_long"] == expected_drops
     assert len(inspo.train_dataset) == len(dpo.train_dataset) == len(rows) - expected_drops
     assert inspo.train_dataset["prompt"] == dpo.train_dataset["prompt"]
@@ -482,16 +486,34 @@ def test_strict_data_raises_while_streaming(tmp_path, model_factory, tokenizer):
     [
         ({"strict_data": ["empty"]}, "Unknown `strict_data` name(s) ['empty']"),
         ({"strict_data": [3]}, "`strict_data` must be a list of condition names, got [3]"),
-        ({"strict_data": ["empty_response", "empty_response"]}, "`strict_data` lists a name twice"),
-        ({"strict_data": ["all", "empty_response"]}, "combines 'all' with other names"),
-        ({"strict_data": ["target_truncated"], "max_length": None}, "cannot happen with `max_length=None`"),
-        ({"strict_data": ["prompt_too_long"], "max_length": None}, "['prompt_too_long'], which cannot happen"),
-        ({"strict_data": ["prompt_truncated"]}, "cannot happen with `truncation_mode='keep_start'`"),
     ],
 )
 def test_strict_data_config_validation(tmp_path, overrides, message):
     with pytest.raises(InSPOConfigError, match=expect(message)):
         InSPOConfig(**config_kwargs(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message", "normalized"),
+    [
+        ({"strict_data": ["empty_response", "empty_response"]}, "lists a name more than once", ["empty_response"]),
+        ({"strict_data": ["all", "empty_response"]}, "'all' already includes", ["all"]),
+        (
+            {"strict_data": ["target_truncated"], "max_length": None},
+            "cannot happen with `max_length=None`",
+            ["target_truncated"],
+        ),
+        (
+            {"strict_data": ["prompt_truncated"]},
+            "cannot happen with `truncation_mode='keep_start'`",
+            ["prompt_truncated"],
+        ),
+    ],
+)
+def test_strict_data_names_without_effect_warn(tmp_path, overrides, message, normalized):
+    with pytest.warns(InSPOWarning, match=expect(message)):
+        args = InSPOConfig(**config_kwargs(tmp_path, **overrides))
+    assert args.strict_data == normalized
 
 
 def test_strict_data_accepted_forms(tmp_path):

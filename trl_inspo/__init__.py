@@ -7,10 +7,10 @@ Swap `trl.DPOTrainer`/`trl.DPOConfig` for `InSPOTrainer`/`InSPOConfig`; everythi
 __version__ = "0.1.0"
 
 from .collator import DataCollatorForInSPO, inspo_segment_lengths
-from .config import InSPOConfig, InSPOConfigError
-from .losses import InSPOLogps, combined_preference_loss, inspo_logps, logps_by_kind, preference_loss
+from .config import InSPOConfig
+from .errors import InSPOConfigError, InSPODataError, InSPOWarning, NonFiniteLossError, TRLContractError
+from .losses import LOSSES, InSPOLogps, combined_preference_loss, inspo_logps, logps_by_kind, preference_loss
 from .trainer import InSPOTrainer
-from .validation import InSPODataError, NonFiniteLossError
 
 
 __all__ = [
@@ -20,7 +20,10 @@ __all__ = [
     "InSPODataError",
     "InSPOLogps",
     "InSPOTrainer",
+    "InSPOWarning",
+    "LOSSES",
     "NonFiniteLossError",
+    "TRLContractError",
     "combined_preference_loss",
     "inspo_logps",
     "logps_by_kind",

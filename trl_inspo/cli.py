@@ -13,10 +13,30 @@ Every `DPOConfig`, `ModelConfig` and `ScriptArguments` option works as in `trl d
 `.csv`/`.parquet` file or a directory of such files.
 """
 
+import enum
 import os
+from dataclasses import dataclass, field
+
+from trl import ScriptArguments
+
+from .errors import InSPODataError
 
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class InSPOScriptArguments(ScriptArguments):
+    """TRL's `ScriptArguments`, with the local data that `trl-inspo` also reads."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset to load: a Hugging Face Hub id, or a local .json/.jsonl/.csv/.parquet file or a folder of "
+            "such files (a folder holding train.jsonl and test.jsonl gives a 'train' and a 'test' split). If "
+            "`datasets` is provided, this is ignored."
+        },
+    )
 
 
 def load_preference_dataset(script_args, dataset_args):
@@ -38,12 +58,25 @@ def load_preference_dataset(script_args, dataset_args):
             raise ValueError(
                 f"Cannot read the local dataset file {name!r}: use a .json, .jsonl, .csv or .parquet file."
             )
-        dataset = load_dataset(_FILE_BUILDERS[extension], data_files=name)
-    else:
-        dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+        if os.path.getsize(name) == 0:
+            raise _empty_data_error(name)
+    try:
+        if os.path.isfile(name):
+            dataset = load_dataset(_FILE_BUILDERS[extension], data_files=name)
+        else:
+            dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+    except StopIteration:  # `datasets` reads no row from an empty local file
+        raise _empty_data_error(name) from None
     if not isinstance(dataset, DatasetDict) and not hasattr(dataset, "keys"):
         dataset = DatasetDict({script_args.dataset_train_split: dataset})
     return dataset
+
+
+def _empty_data_error(name: str) -> InSPODataError:
+    return InSPODataError(
+        f"The dataset {name!r} is empty: it holds no preference row. Pass a file (or folder) with rows that have "
+        "'chosen' and 'rejected' (and 'prompt') fields."
+    )
 
 
 def main(script_args, training_args, model_args, dataset_args):
@@ -69,12 +102,21 @@ def main(script_args, training_args, model_args, dataset_args):
             "`--dataset_train_split`."
         )
     eval_dataset = None
-    if training_args.eval_strategy != "no":
+    strategy = training_args.eval_strategy
+    strategy = strategy.value if isinstance(strategy, enum.Enum) else strategy
+    if strategy != "no":
         if script_args.dataset_test_split not in dataset:
+            local = script_args.dataset_name and os.path.exists(script_args.dataset_name)
+            fix = (
+                "A local file has one split ('train'): put a train.jsonl and a test.jsonl (or .json/.csv/.parquet) in "
+                "one folder and pass the folder as `--dataset_name`"
+                if local
+                else f"Set `--dataset_test_split` to one of {list(dataset.keys())}"
+            )
             raise ValueError(
-                f"Evaluation is on (`eval_strategy={training_args.eval_strategy!r}`) but the dataset has no "
-                f"{script_args.dataset_test_split!r} split (it has {list(dataset.keys())}). Set `--dataset_test_split` "
-                "or `--eval_strategy no`."
+                f"Evaluation is on (`eval_strategy={strategy!r}`) but the dataset has no "
+                f"{script_args.dataset_test_split!r} split (it has {list(dataset.keys())}). {fix}, or set "
+                "`--eval_strategy no`."
             )
         eval_dataset = dataset[script_args.dataset_test_split]
 
@@ -111,11 +153,11 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
 
     from .config import InSPOConfig
 
-    return TrlParser((ScriptArguments, InSPOConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
+    return TrlParser((InSPOScriptArguments, InSPOConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
 def cli_main(argv: list[str] | None = None):

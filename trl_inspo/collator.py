@@ -11,9 +11,10 @@ from transformers.data.data_collator import DataCollatorMixin
 from .prefix_sharing import build_prefix_shared_batch
 
 
-# Precomputed reference columns (see `InSPOTrainer.compute_ref_log_probs`): one value per example for DPO-style
-# datasets, two (`[conditional, prompt_only]`) for datasets precomputed by `InSPOTrainer`.
+# Precomputed reference columns, passed through to the batch: TRL's names hold the conditional values
+# (`InSPOTrainer.compute_ref_log_probs`), the other two the prompt-only values from the same reference forward.
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+PROMPT_ONLY_REF_COLUMNS = ("ref_chosen_prompt_only_logps", "ref_rejected_prompt_only_logps")
 
 
 @dataclass
@@ -112,6 +113,24 @@ def _symmetric_truncation(prompt, target, alternative, separator, max_length, tr
     return two(p, p), two(w_new, r_new), two(r_new, w_new), two(s, s), two(prompt_start, prompt_start)
 
 
+TREE_TOKEN_SHARE = 0.75  # `prefix_sharing="auto"`: tree rows when they hold at most this share of two-row tokens
+
+
+def use_tree_rows(seg: SegmentLengths, pad_to_multiple_of: int | None = None) -> bool:
+    """`prefix_sharing="auto"`'s rule for one batch: prefix-shared rows when the `B` tree rows hold at most 3/4 of the
+    tokens of the `2B` two-row rows, padding included. Unpadded, that is a prompt at least as long as the two
+    responses together: the tree row saves the prompt once, and pays for a dense 4D mask over a row about twice as long
+    (attention grows with the square of the row length), which the measurements in docs/benchmarks_performance.md put
+    at about this break-even point. Both layouts give the same log-probabilities."""
+    n = seg.prompt.numel() // 2
+
+    def padded(length):
+        return -(-length // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else length
+
+    tree = seg.total[:n] + seg.total[n:] - seg.prompt[n:] + (seg.prompt[:n] > 0).long()
+    return n * padded(int(tree.max())) <= TREE_TOKEN_SHARE * 2 * n * padded(int(seg.total.max()))
+
+
 @dataclass
 class DataCollatorForInSPO(DataCollatorMixin):
     """
@@ -134,8 +153,10 @@ class DataCollatorForInSPO(DataCollatorMixin):
         separator_ids (`list[int]`, *optional*): Tokens placed between the alternative and the target.
         symmetric_truncation (`bool`, *optional*, defaults to `False`): Truncate both rows of a pair identically.
         pad_to_multiple_of (`int`, *optional*): Pad the length to a multiple of this value.
-        prefix_sharing (`bool`, *optional*, defaults to `False`): Pack each pair into one tree row instead (see
-            `trl_inspo.prefix_sharing.build_prefix_shared_batch`), with the same segment lengths.
+        prefix_sharing (`bool` or `"auto"`, *optional*, defaults to `False`): Pack each pair into one tree row instead
+            (see `trl_inspo.prefix_sharing.build_prefix_shared_batch`), with the same segment lengths. `"auto"` packs
+            a batch as tree rows when they hold at most 3/4 of the two-row layout's tokens, padding included (see
+            [`use_tree_rows`]).
 
     Example:
 
@@ -163,7 +184,7 @@ class DataCollatorForInSPO(DataCollatorMixin):
     separator_ids: list[int] = field(default_factory=list)
     symmetric_truncation: bool = False
     pad_to_multiple_of: int | None = None
-    prefix_sharing: bool = False
+    prefix_sharing: bool | str = False
     return_tensors: str = "pt"
 
     def layout_key(self) -> tuple:
@@ -204,7 +225,7 @@ class DataCollatorForInSPO(DataCollatorMixin):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         n = len(examples)
         seg = self.segment_lengths(examples)
-        if self.prefix_sharing:
+        if self.prefix_sharing is True or (self.prefix_sharing == "auto" and use_tree_rows(seg, self.pad_to_multiple_of)):
             output = build_prefix_shared_batch(
                 examples, seg, self.separator_ids, self.pad_token_id, self.pad_to_multiple_of
             )
@@ -255,6 +276,6 @@ class DataCollatorForInSPO(DataCollatorMixin):
     def _reference_columns(examples):
         return {
             key: torch.tensor([ex[key] for ex in examples], dtype=torch.float32)
-            for key in REF_COLUMNS
+            for key in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS
             if key in examples[0]
         }

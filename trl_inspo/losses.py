@@ -12,6 +12,10 @@ forward over them gives four sequence log-probabilities per pair:
 Every DPO-family loss is then the usual formula applied to `(c_w, c_l)` against the reference values (conditional
 InSPO term) or to `(u_w, u_l)` against the prompt-only reference values (unconditional term, standard DPO).
 
+[`LOSSES`] is the one table of loss types: each entry holds the per-pair loss function and what it reads (a reference
+model, the deployed policy's `log pi(y_w | x)`, which options). The supported list, the reference-free set and the
+configuration rules of [`InSPOConfig`] are derived from it.
+
 Example:
 
 ```python
@@ -27,10 +31,27 @@ tensor([0.5981])
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+
+# What a per-token log-probability scores (`logp_kinds`): one of the four InSPO quantities, or nothing.
+NONE, CHOSEN_CONDITIONAL, REJECTED_CONDITIONAL, CHOSEN_UNCONDITIONAL, REJECTED_UNCONDITIONAL = 0, 1, 2, 3, 4
+
+
+class PairLogps(NamedTuple):
+    """Sequence log-probabilities of the chosen and rejected responses of `B` pairs, each `(B,)`, and the token
+    counts they sum over."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_lengths: torch.Tensor
+    rejected_lengths: torch.Tensor
 
 
 class InSPOLogps(NamedTuple):
@@ -46,9 +67,15 @@ class InSPOLogps(NamedTuple):
     chosen_unconditional_lengths: torch.Tensor
     rejected_unconditional_lengths: torch.Tensor
 
+    @property
+    def conditional(self) -> PairLogps:
+        """`(c_w, c_l)`: each response given the prompt and the other response (the InSPO term)."""
+        return PairLogps(self[0], self[1], self[4], self[5])
 
-# What a per-token log-probability scores (`logp_kinds`): one of the four InSPO quantities, or nothing.
-CHOSEN_CONDITIONAL, REJECTED_CONDITIONAL, CHOSEN_UNCONDITIONAL, REJECTED_UNCONDITIONAL = 1, 2, 3, 4
+    @property
+    def unconditional(self) -> PairLogps:
+        """`(u_w, u_l)`: each response given the prompt alone (the deployed policy; the DPO term)."""
+        return PairLogps(self[2], self[3], self[6], self[7])
 
 
 def logp_kinds_from_masks(completion_mask: torch.Tensor, alternative_mask: torch.Tensor) -> torch.Tensor:
@@ -89,8 +116,7 @@ def logps_by_kind(
             shared = torch.minimum(lengths[kind], lengths[partner]).repeat(per_token_logps.size(0) // num_pairs)
             weights = torch.where(mask.cumsum(dim=1) <= shared.unsqueeze(1), 1.0, ld_alpha) * mask
         sums.append(per_pair((per_token_logps * weights).sum(dim=1)))
-    c_w, c_l, u_w, u_l = sums
-    return InSPOLogps(c_w, c_l, u_w, u_l, *lengths)
+    return InSPOLogps(*sums, *lengths)
 
 
 def inspo_logps(
@@ -128,9 +154,179 @@ def f_divergence_scores(
     raise ValueError(f"Unknown f_divergence_type: {f_divergence_type!r}")
 
 
+F_DIVERGENCE_TYPES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+
+
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(x)) for x < 0, numerically stable."""
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+@dataclass
+class _Pairs:
+    """One batch of pairs and the loss options, with the quantities the losses share computed on first use."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None
+    ref_rejected: torch.Tensor | None
+    chosen_lengths: torch.Tensor
+    rejected_lengths: torch.Tensor
+    beta: float
+    label_smoothing: float
+    f_divergence_type: str
+    f_alpha_divergence_coef: float
+    discopop_tau: float
+    simpo_gamma: float
+    rdpo_alpha: float
+    sft_logps: torch.Tensor
+    sft_lengths: torch.Tensor
+
+    @cached_property
+    def chosen_logratios(self):
+        return self.chosen - self.ref_chosen
+
+    @cached_property
+    def rejected_logratios(self):
+        return self.rejected - self.ref_rejected
+
+    def _scores(self, logratios):
+        return f_divergence_scores(logratios, self.f_divergence_type, self.f_alpha_divergence_coef)
+
+    @cached_property
+    def delta(self):  # f-DPO score difference; the log-ratio margin for the reverse KL
+        return self._scores(self.chosen_logratios) - self._scores(self.rejected_logratios)
+
+    @cached_property
+    def normalized_delta(self):  # per-token average of the scores (IPO as in TRL, sigmoid_norm)
+        chosen = self._scores(self.chosen_logratios) / self.chosen_lengths.clamp(min=1)
+        return chosen - self._scores(self.rejected_logratios) / self.rejected_lengths.clamp(min=1)
+
+    def smoothed_logsigmoid(self, logits):  # -log sigma(z) with labels flipped with probability label_smoothing
+        eps = self.label_smoothing
+        return -F.logsigmoid(logits) * (1 - eps) - F.logsigmoid(-logits) * eps
+
+
+def _sigmoid(p: _Pairs) -> torch.Tensor:
+    # DPO. R-DPO (Park et al., 2024) maximises E[r - alpha |y|] - beta KL, so r = beta log(pi/pi_ref) + alpha |y| + const
+    # and the Bradley-Terry margin gains + alpha (|y_w| - |y_l|): a longer chosen response needs a smaller log-ratio
+    # margin, i.e. the implicit reward is penalised by alpha per token
+    return -F.logsigmoid(p.beta * p.delta + p.rdpo_alpha * (p.chosen_lengths - p.rejected_lengths))
+
+
+def _exo_pair(p: _Pairs) -> torch.Tensor:  # EXO-pref, Ji et al. 2024 Eq. 16
+    eps = torch.tensor(p.label_smoothing, dtype=p.delta.dtype, device=p.delta.device)
+    logits = p.beta * p.delta
+    return torch.sigmoid(logits) * (F.logsigmoid(logits) - torch.log1p(-eps)) + torch.sigmoid(-logits) * (
+        F.logsigmoid(-logits) - torch.log(eps)
+    )
+
+
+def _nca_pair(p: _Pairs) -> torch.Tensor:  # NCA, Chen et al. 2024
+    cr, rr = p.beta * p.chosen_logratios, p.beta * p.rejected_logratios
+    return -F.logsigmoid(cr) - 0.5 * F.logsigmoid(-cr) - 0.5 * F.logsigmoid(-rr)
+
+
+def _robust(p: _Pairs) -> torch.Tensor:  # rDPO, Chowdhury et al. 2024
+    eps = p.label_smoothing
+    return (-(1 - eps) * F.logsigmoid(p.beta * p.delta) + eps * F.logsigmoid(-p.beta * p.delta)) / (1 - 2 * eps)
+
+
+def _aot(p: _Pairs) -> torch.Tensor:  # AOT, Melnyk et al. 2024: sorted (optimal-transport) comparison
+    policy = torch.sort(p.chosen - p.rejected, dim=0).values
+    ref = torch.sort(p.ref_chosen - p.ref_rejected, dim=0).values
+    return p.smoothed_logsigmoid(p.beta * (policy - ref))
+
+
+def _aot_unpaired(p: _Pairs) -> torch.Tensor:
+    d = torch.sort(p.chosen_logratios, dim=0).values - torch.sort(p.rejected_logratios, dim=0).values
+    return p.smoothed_logsigmoid(p.beta * d)
+
+
+def _apo_down(p: _Pairs) -> torch.Tensor:  # APO-down, D'Oosterlinck et al. 2024 Eq. 8
+    return torch.sigmoid(p.beta * p.chosen_logratios) + (
+        1 - torch.sigmoid(p.beta * (p.chosen_logratios - p.rejected_logratios))
+    )
+
+
+def _discopop(p: _Pairs) -> torch.Tensor:  # DiscoPOP (log-ratio modulated loss), Chris Lu et al. 2024 Eq. 5
+    logits = p.beta * p.delta
+    mix = torch.sigmoid(logits / p.discopop_tau)
+    return -F.logsigmoid(logits) * (1 - mix) + torch.exp(-logits) * mix
+
+
+def _sft(p: _Pairs) -> torch.Tensor:  # token-averaged NLL of y_w given x alone, constant across the batch (as in TRL)
+    return (-p.sft_logps.sum() / p.sft_lengths.sum().clamp(min=1)).expand(p.chosen.shape[0])
+
+
+def _simpo(p: _Pairs) -> torch.Tensor:  # SimPO, Meng et al. 2024: reference-free, length-normalised, margin gamma
+    margin = p.beta * (p.chosen / p.chosen_lengths.clamp(min=1) - p.rejected / p.rejected_lengths.clamp(min=1))
+    return -F.logsigmoid(margin - p.simpo_gamma)
+
+
+def _orpo(p: _Pairs) -> torch.Tensor:  # ORPO odds-ratio term, Hong et al. 2024, on length-normalised probabilities
+    avg_chosen = p.chosen / p.chosen_lengths.clamp(min=1)
+    avg_rejected = p.rejected / p.rejected_lengths.clamp(min=1)
+    return -F.logsigmoid((avg_chosen - _log1mexp(avg_chosen)) - (avg_rejected - _log1mexp(avg_rejected)))
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss type: its per-pair loss and what it reads.
+
+    Attributes:
+        fn: per-pair loss `(B,)` of a batch of pairs.
+        reads: the `InSPOConfig` options the loss reads (an option that no configured loss reads has no effect).
+        reference: whether it compares against a reference model (a configuration of reference-free losses loads
+            none).
+        policy_unconditional: whether it reads the deployed policy's `log pi(y_w | x)` whatever the term (`"sft"`).
+        f_divergence: whether `f_divergence_type` other than the reverse KL is allowed (TRL's rule: the losses built on
+            the chosen-rejected score difference, plus `"sft"`, which ignores it).
+        per_pair: whether each pair's loss depends on that pair alone (not for the sorting AOT losses, which per-pair
+            WPO weights would misalign).
+        trl: whether it is a `trl.DPOConfig` loss type (the others are added by trl-inspo).
+    """
+
+    fn: Callable[[_Pairs], torch.Tensor]
+    reads: frozenset = frozenset({"beta", "ld_alpha"})
+    reference: bool = True
+    policy_unconditional: bool = False
+    f_divergence: bool = False
+    per_pair: bool = True
+    trl: bool = True
+
+
+_BASE = frozenset({"beta", "ld_alpha"})
+_F_DIV = _BASE | {"f_divergence_type", "f_alpha_divergence_coef"}
+
+LOSSES: dict[str, LossSpec] = {
+    "sigmoid": LossSpec(_sigmoid, _F_DIV | {"rdpo_alpha"}, f_divergence=True),
+    "hinge": LossSpec(lambda p: torch.relu(1 - p.beta * p.delta), _F_DIV, f_divergence=True),  # SLiC
+    "ipo": LossSpec(lambda p: (p.normalized_delta - 1 / (2 * p.beta)) ** 2, _F_DIV, f_divergence=True),  # Eq. 17
+    "exo_pair": LossSpec(_exo_pair, _F_DIV | {"label_smoothing"}, f_divergence=True),
+    "nca_pair": LossSpec(_nca_pair),
+    "robust": LossSpec(_robust, _F_DIV | {"label_smoothing"}, f_divergence=True),
+    "bco_pair": LossSpec(  # BCO, Jung et al. 2024 (paired form)
+        lambda p: -F.logsigmoid(p.beta * p.chosen_logratios) - F.logsigmoid(-p.beta * p.rejected_logratios)
+    ),
+    "sppo_hard": LossSpec(  # SPPO with hard win probabilities, Wu et al. 2024
+        lambda p: (p.chosen_logratios - 0.5 / p.beta) ** 2 + (p.rejected_logratios + 0.5 / p.beta) ** 2
+    ),
+    "aot": LossSpec(_aot, _BASE | {"label_smoothing"}, per_pair=False),
+    "aot_unpaired": LossSpec(_aot_unpaired, _BASE | {"label_smoothing"}, per_pair=False),
+    "apo_zero": LossSpec(  # APO-zero, D'Oosterlinck et al. 2024 Eq. 7
+        lambda p: (1 - torch.sigmoid(p.beta * p.chosen_logratios)) + torch.sigmoid(p.beta * p.rejected_logratios)
+    ),
+    "apo_down": LossSpec(_apo_down),
+    "discopop": LossSpec(_discopop, _F_DIV | {"discopop_tau"}, f_divergence=True),
+    "sft": LossSpec(_sft, frozenset(), reference=False, policy_unconditional=True, f_divergence=True),
+    "sigmoid_norm": LossSpec(lambda p: -F.logsigmoid(p.beta * p.normalized_delta), _F_DIV, f_divergence=True),
+    "simpo": LossSpec(_simpo, _BASE | {"simpo_gamma"}, reference=False, trl=False),
+    "orpo": LossSpec(_orpo, frozenset({"ld_alpha"}), reference=False, trl=False),
+}
+SUPPORTED_LOSS_TYPES = tuple(LOSSES)
+DPO_LOSS_TYPES = tuple(name for name, spec in LOSSES.items() if spec.trl)
+REFERENCE_FREE_LOSS_TYPES = frozenset(name for name, spec in LOSSES.items() if not spec.reference)
 
 
 def preference_loss(
@@ -156,84 +352,31 @@ def preference_loss(
 
     `chosen_logps`/`rejected_logps` are the policy's sequence log-probabilities (conditional `c_w, c_l` for the InSPO
     term, unconditional `u_w, u_l` for the DPO term); `ref_*` the matching reference values (ignored by the
-    reference-free `"simpo"`, `"orpo"` and `"sft"`). `*_lengths` are the token counts the log-probabilities sum over.
-    `"sft"` is the token-averaged negative log-likelihood of the chosen response given the prompt alone, i.e. of
-    `sft_logps` (defaults to `chosen_logps`) over `sft_lengths` tokens; it is constant across the batch.
+    reference-free losses, see [`LOSSES`]). `*_lengths` are the token counts the log-probabilities sum over. `"sft"` is
+    the token-averaged negative log-likelihood of the chosen response given the prompt alone, i.e. of `sft_logps`
+    (defaults to `chosen_logps`) over `sft_lengths` tokens; it is constant across the batch.
     """
-    if loss_type in ("simpo", "orpo", "sft"):
-        chosen_logratios = rejected_logratios = delta = None
-    else:
-        chosen_logratios = chosen_logps - ref_chosen_logps
-        rejected_logratios = rejected_logps - ref_rejected_logps
-        chosen_scores = f_divergence_scores(chosen_logratios, f_divergence_type, f_alpha_divergence_coef)
-        rejected_scores = f_divergence_scores(rejected_logratios, f_divergence_type, f_alpha_divergence_coef)
-        delta = chosen_scores - rejected_scores
-
-    if loss_type == "sigmoid":
-        # DPO. R-DPO (Park et al., 2024) maximises E[r - alpha |y|] - beta KL, so r = beta log(pi/pi_ref) + alpha |y|
-        # + const and the Bradley-Terry margin gains + alpha (|y_w| - |y_l|): a longer chosen response needs a smaller
-        # log-ratio margin, i.e. the implicit reward is penalised by alpha per token
-        logits = beta * delta + rdpo_alpha * (chosen_lengths - rejected_lengths)
-        return -F.logsigmoid(logits)
-    if loss_type == "hinge":  # SLiC (Zhao et al., 2023)
-        return torch.relu(1 - beta * delta)
-    if loss_type in ("ipo", "sigmoid_norm"):
-        # Per-token average of the log-ratios (IPO as in TRL, Azar et al. 2023 Eq. 17; sigmoid_norm: the DPO sigmoid)
-        norm_delta = chosen_scores / chosen_lengths.clamp(min=1) - rejected_scores / rejected_lengths.clamp(min=1)
-        if loss_type == "ipo":
-            return (norm_delta - 1 / (2 * beta)) ** 2
-        return -F.logsigmoid(beta * norm_delta)
-    if loss_type == "exo_pair":  # EXO-pref, Ji et al. 2024 Eq. 16
-        eps = torch.tensor(label_smoothing, dtype=delta.dtype, device=delta.device)
-        logits = beta * delta
-        return torch.sigmoid(logits) * (F.logsigmoid(logits) - torch.log1p(-eps)) + torch.sigmoid(-logits) * (
-            F.logsigmoid(-logits) - torch.log(eps)
-        )
-    if loss_type == "nca_pair":  # NCA, Chen et al. 2024
-        cr, rr = beta * chosen_logratios, beta * rejected_logratios
-        return -F.logsigmoid(cr) - 0.5 * F.logsigmoid(-cr) - 0.5 * F.logsigmoid(-rr)
-    if loss_type == "robust":  # rDPO, Chowdhury et al. 2024
-        clean = -(1 - label_smoothing) * F.logsigmoid(beta * delta)
-        flipped = -label_smoothing * F.logsigmoid(-beta * delta)
-        return (clean - flipped) / (1 - 2 * label_smoothing)
-    if loss_type == "bco_pair":  # BCO, Jung et al. 2024 (paired form)
-        return -F.logsigmoid(beta * chosen_logratios) - F.logsigmoid(-beta * rejected_logratios)
-    if loss_type == "sppo_hard":  # SPPO with hard win probabilities, Wu et al. 2024
-        return (chosen_logratios - 0.5 / beta) ** 2 + (rejected_logratios + 0.5 / beta) ** 2
-    if loss_type in ("aot", "aot_unpaired"):  # AOT, Melnyk et al. 2024: sorted (optimal-transport) comparison
-        if loss_type == "aot":
-            policy = torch.sort(chosen_logps - rejected_logps, dim=0).values
-            ref = torch.sort(ref_chosen_logps - ref_rejected_logps, dim=0).values
-            d = policy - ref
-        else:
-            d = torch.sort(chosen_logratios, dim=0).values - torch.sort(rejected_logratios, dim=0).values
-        return -F.logsigmoid(beta * d) * (1 - label_smoothing) - F.logsigmoid(-beta * d) * label_smoothing
-    if loss_type == "apo_zero":  # APO-zero, D'Oosterlinck et al. 2024 Eq. 7
-        return (1 - torch.sigmoid(beta * chosen_logratios)) + torch.sigmoid(beta * rejected_logratios)
-    if loss_type == "apo_down":  # APO-down, Eq. 8
-        return torch.sigmoid(beta * chosen_logratios) + (
-            1 - torch.sigmoid(beta * (chosen_logratios - rejected_logratios))
-        )
-    if loss_type == "discopop":  # DiscoPOP (log-ratio modulated loss), Chris Lu et al. 2024 Eq. 5
-        logits = beta * delta
-        mix = torch.sigmoid(logits / discopop_tau)
-        return -F.logsigmoid(logits) * (1 - mix) + torch.exp(-logits) * mix
-    if loss_type == "sft":
-        logps = chosen_logps if sft_logps is None else sft_logps
-        lengths = chosen_lengths if sft_lengths is None else sft_lengths
-        nll = -logps.sum() / lengths.sum().clamp(min=1)
-        return nll.expand(chosen_logps.shape[0])
-    if loss_type == "simpo":  # SimPO, Meng et al. 2024: reference-free, length-normalised, margin gamma
-        margin = beta * chosen_logps / chosen_lengths.clamp(min=1) - beta * rejected_logps / rejected_lengths.clamp(
-            min=1
-        )
-        return -F.logsigmoid(margin - simpo_gamma)
-    if loss_type == "orpo":  # ORPO odds-ratio term, Hong et al. 2024, on length-normalised probabilities
-        avg_chosen = chosen_logps / chosen_lengths.clamp(min=1)
-        avg_rejected = rejected_logps / rejected_lengths.clamp(min=1)
-        log_odds = (avg_chosen - _log1mexp(avg_chosen)) - (avg_rejected - _log1mexp(avg_rejected))
-        return -F.logsigmoid(log_odds)
-    raise ValueError(f"Unknown loss_type {loss_type!r}")
+    spec = LOSSES.get(loss_type)
+    if spec is None:
+        raise ValueError(f"Unknown loss_type {loss_type!r}. Supported: {list(SUPPORTED_LOSS_TYPES)}.")
+    pairs = _Pairs(
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_lengths,
+        rejected_lengths,
+        beta=beta,
+        label_smoothing=label_smoothing,
+        f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef,
+        discopop_tau=discopop_tau,
+        simpo_gamma=simpo_gamma,
+        rdpo_alpha=rdpo_alpha,
+        sft_logps=chosen_logps if sft_logps is None else sft_logps,
+        sft_lengths=chosen_lengths if sft_lengths is None else sft_lengths,
+    )
+    return spec.fn(pairs)
 
 
 def combined_preference_loss(
@@ -278,14 +421,8 @@ def wpo_pair_weights(
     and from the alternative segments (`u_w`, `u_l`)."""
     with torch.no_grad():
         sums = logps_by_kind(per_token_logps - log_sum_sq_probs, logp_kinds, num_pairs)
-
-        def weight(total, length):
-            return torch.exp(total / length.clamp(min=1))
-
-        conditional = weight(sums.chosen_conditional, sums.chosen_conditional_lengths) * weight(
-            sums.rejected_conditional, sums.rejected_conditional_lengths
+        return tuple(
+            torch.exp(term.chosen / term.chosen_lengths.clamp(min=1))
+            * torch.exp(term.rejected / term.rejected_lengths.clamp(min=1))
+            for term in (sums.conditional, sums.unconditional)
         )
-        unconditional = weight(sums.chosen_unconditional, sums.chosen_unconditional_lengths) * weight(
-            sums.rejected_unconditional, sums.rejected_unconditional_lengths
-        )
-    return conditional, unconditional

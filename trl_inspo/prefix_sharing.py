@@ -26,6 +26,8 @@ from itertools import chain
 
 import torch
 
+from .losses import CHOSEN_CONDITIONAL, CHOSEN_UNCONDITIONAL, NONE, REJECTED_CONDITIONAL, REJECTED_UNCONDITIONAL
+
 
 # Tree segments (attention): which segment each token belongs to.
 PAD, SHARED, BRANCH_A, BRANCH_B, BRANCH_A2, BRANCH_B2 = 0, 1, 2, 3, 4, 5
@@ -39,9 +41,6 @@ for _q, _kvs in {
     BRANCH_B2: (SHARED, BRANCH_B, BRANCH_B2),
 }.items():
     _ANCESTORS[_q, list(_kvs)] = True
-
-# What the label of a position scores (see `trl_inspo.losses.LOGP_KINDS`).
-NONE, CHOSEN_CONDITIONAL, REJECTED_CONDITIONAL, CHOSEN_UNCONDITIONAL, REJECTED_UNCONDITIONAL = 0, 1, 2, 3, 4
 
 
 def build_prefix_shared_batch(examples, seg, separator_ids, pad_token_id, pad_to_multiple_of=None) -> dict:

@@ -3,49 +3,50 @@
 
 import contextlib
 import copy
+import json
 import os
 import textwrap
 import warnings
 
+import numpy as np
 import torch
 import trl.trainer.dpo_trainer as _dpo_module
 from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
+from datasets import Dataset
 from datasets.fingerprint import Hasher
 from transformers import AutoProcessor, PreTrainedTokenizerBase, ProcessorMixin
+from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
 
-from .collator import DataCollatorForInSPO
-from .config import InSPOConfig
+from .collator import PROMPT_ONLY_REF_COLUMNS, REF_COLUMNS, DataCollatorForInSPO
+from .config import InSPOConfig, on_main_process
+from .errors import InSPOWarning, NonFiniteLossError, TRLContractError
 from .implicit_prompt import with_word_boundary_prompts
 from .losses import (
     CHOSEN_CONDITIONAL,
     REJECTED_CONDITIONAL,
+    PairLogps,
     combined_preference_loss,
     logp_kinds_from_masks,
     logps_by_kind,
     wpo_pair_weights,
 )
 from .prefix_sharing import check_prefix_sharing_support, tree_attention_mask
-from .validation import VISION_COLUMNS, check_finite_loss, first_example, prepare_preference_dataset, vision_error
+from .validation import VISION_COLUMNS, RowLayout, first_example, prepare_preference_dataset, vision_error
 
 
 logger = get_logger(__name__)
 
 # Batch keys that are not model inputs.
 _NON_MODEL_KEYS = frozenset(
-    {
-        "completion_mask",
-        "alternative_mask",
-        "ref_chosen_logps",
-        "ref_rejected_logps",
-        "tree_segment_ids",
-        "shift_labels",
-        "logp_kinds",
-    }
+    {"completion_mask", "alternative_mask", "tree_segment_ids", "shift_labels", "logp_kinds"}
+    | set(REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS)
 )
+DATA_REPORT_FILE = "inspo_data_report.json"
+TROUBLESHOOTING = "the Troubleshooting section of the trl-inspo README"
 
 INSPO_CITATION = textwrap.dedent("""\
     @article{li2025inspo,
@@ -56,23 +57,28 @@ INSPO_CITATION = textwrap.dedent("""\
     }""")
 
 
-@contextlib.contextmanager
-def _reference_model_load_skipped(policy_is_path: bool):
-    """`DPOTrainer.__init__` (TRL 1.16) loads a reference model whenever none is given and has no switch for
-    reference-free losses: let its policy load through and answer the reference load with `None`."""
-    original = _dpo_module.create_model_from_path
-    calls = 0
+class _ReferenceLoadSkipped:
+    """`DPOTrainer.__init__` loads a reference model whenever none is given, with no switch for reference-free losses.
+    While active, TRL's `create_model_from_path` (docs/trl_internals.md) loads the policy (its first call, when the
+    policy is a path) and answers every later call, the reference load, with `None`. `calls` counts the calls, so the
+    trainer can check afterwards that the hook did its job."""
 
-    def load(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs) if (policy_is_path and calls == 1) else None
+    def __init__(self, policy_is_path: bool):
+        self.policy_is_path = policy_is_path
+        self.calls = 0
 
-    _dpo_module.create_model_from_path = load
-    try:
-        yield
-    finally:
-        _dpo_module.create_model_from_path = original
+    def __enter__(self):
+        self.original = _dpo_module.create_model_from_path
+
+        def load(*args, **kwargs):
+            self.calls += 1
+            return self.original(*args, **kwargs) if (self.policy_is_path and self.calls == 1) else None
+
+        _dpo_module.create_model_from_path = load
+        return self
+
+    def __exit__(self, *exc):
+        _dpo_module.create_model_from_path = self.original
 
 
 class InSPOTrainer(DPOTrainer):
@@ -91,26 +97,22 @@ class InSPOTrainer(DPOTrainer):
     with the InSPO defaults).
 
     Datasets are checked when they are prepared (see `trl_inspo.validation`): a dataset that cannot be used raises an
-    [`~trl_inspo.validation.InSPODataError`] naming the column, an example row and the fix; rows that cannot train are
+    [`~trl_inspo.errors.InSPODataError`] naming the column, an example row and the fix; rows that cannot train are
     dropped and counted, rows that the collator will truncate are counted, and a warning summarises both.
     `InSPOConfig.strict_data` turns any of these conditions into an error. A NaN or infinite training loss stops
-    training with a [`~trl_inspo.validation.NonFiniteLossError`] before the optimizer step.
+    training with a [`~trl_inspo.errors.NonFiniteLossError`] before the optimizer step.
 
     Attributes:
-        inspo_dropped (`dict[str, dict[str, int]]`):
-            For each prepared dataset split (`"train"`, `"eval"`, or the key of an `eval_dataset` dict), the number of
-            rows dropped for each reason: `"empty_response"` (chosen or rejected empty or whitespace-only, the EOS token
-            TRL appends not counting as content), `"identical_responses"` (chosen and rejected are the same tokens),
-            `"prompt_too_long"` (with `max_length`, one of the pair's two rows keeps no scored target token, or does not
-            fit). Each dropped row is counted once, under the first reason in this order, so `rows in = rows kept +
-            sum(inspo_dropped[split].values())`.
-        inspo_truncated (`dict[str, dict[str, int]]`):
-            For each split, the number of kept pairs that the collator will cut to fit `max_length`:
-            `"prompt_truncated"`, `"alternative_truncated"`, `"alternative_removed"`, `"target_truncated"` (a pair is
-            counted once per reason if either of its two rows is affected).
-
-        For an `IterableDataset` both are updated in place while rows are streamed (each pass over the data counts
-        again; with `dataloader_num_workers > 0` the counting happens in the worker processes and is not seen here).
+        inspo_data_report (`dict[str, trl_inspo.validation.DataReport]`):
+            For each prepared dataset split (`"train"`, `"eval"`, or the key of an `eval_dataset` dict): the rows seen,
+            the rows dropped per reason (`dropped`: `"empty_response"`, `"identical_responses"`, `"prompt_too_long"`;
+            each dropped row counted once, so `rows = kept + sum(dropped.values())`), the kept pairs the collator
+            cuts per reason (`truncated`), and the first row of each reason. Saving the model writes it to
+            `inspo_data_report.json` in the output directory, and the model card lists it. For an `IterableDataset`
+            the counts grow while the data is streamed (with `dataloader_num_workers > 0` they grow in the worker
+            processes and are not seen here).
+        inspo_dropped, inspo_truncated (`dict[str, dict[str, int]]`):
+            The `dropped` and `truncated` counts of every split.
 
     Example:
 
@@ -166,16 +168,23 @@ class InSPOTrainer(DPOTrainer):
                     raise vision_error("train", column)
 
         if args.reference_free and ref_model is not None:
-            raise ValueError(
-                f"The loss types {args.loss_type} use no reference model, but `ref_model` was given. Drop `ref_model`, "
-                "or add a reference-based loss type."
-            )
+            if on_main_process():
+                warnings.warn(
+                    f"`ref_model` has no effect: the loss types {args.loss_type} use no reference model, so it is not "
+                    "used (nor prepared, nor kept in memory).",
+                    InSPOWarning,
+                    stacklevel=2,
+                )
+            ref_model = None
 
-        # The default collator needs the tokenizer's pad token and the separator tokens, so resolve the processing
-        # class here the same way DPOTrainer does.
+        # The default collator needs the tokenizer's pad token and the separator tokens: resolve the processing class
+        # here, the way DPOTrainer does (model id, `revision` of `model_init_kwargs`, `trust_remote_code`).
         if processing_class is None:
             model_id = model if isinstance(model, str) else get_config_model_id(model.config)
-            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
+            revision = (args.model_init_kwargs or {}).get("revision") if isinstance(model, str) else None
+            processing_class = AutoProcessor.from_pretrained(
+                model_id, revision=revision, trust_remote_code=args.trust_remote_code
+            )
         tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
         if args.pad_token is not None:
             tokenizer.pad_token = args.pad_token
@@ -195,7 +204,12 @@ class InSPOTrainer(DPOTrainer):
             )
         if data_collator is None:
             data_collator = self.build_collator(args, tokenizer)
-        self._inspo_collator = data_collator  # its truncation rules decide which rows `_prepare_dataset` counts
+        # The rows `_prepare_dataset` counts as dropped or cut follow the default layout unless the collator is ours
+        self._inspo_layout = RowLayout.from_collator(
+            data_collator if isinstance(data_collator, DataCollatorForInSPO) else self.build_collator(args, tokenizer)
+        )
+        self.inspo_data_report = {}
+        self.reference_cache_files = {}  # split -> the cache file of its precomputed reference values
 
         # A model instance built from a config has no path to reload the reference from: copy it instead.
         if (
@@ -213,8 +227,8 @@ class InSPOTrainer(DPOTrainer):
             # model's forward; drop it so that the copy runs its own weights (TRL patches the reference again).
             ref_model.__dict__.pop("forward", None)
 
-        skip_reference = _reference_model_load_skipped(isinstance(model, str))
-        with skip_reference if args.reference_free else contextlib.nullcontext():
+        skip_reference = _ReferenceLoadSkipped(isinstance(model, str)) if args.reference_free else None
+        with skip_reference or contextlib.nullcontext():
             super().__init__(
                 model=model,
                 ref_model=ref_model,
@@ -229,6 +243,8 @@ class InSPOTrainer(DPOTrainer):
                 quantization_config=quantization_config,
                 peft_config=peft_config,
             )
+        if skip_reference is not None:
+            self._drop_reference(skip_reference)
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size > 1 and self.accelerator.num_processes == 1:
             # e.g. `accelerate launch --num_processes 2` on a machine without GPUs and without `use_cpu=True`:
@@ -241,11 +257,38 @@ class InSPOTrainer(DPOTrainer):
             )
         self._check_prefix_sharing()
 
+    def _drop_reference(self, hook: _ReferenceLoadSkipped):
+        """Reference-free losses: remove the frozen "ref" adapter TRL copies from a `PeftModel`'s adapter, then check
+        that no reference model or adapter is left (TRL's reference loading went through the skipped hook)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(unwrapped) and "ref" in unwrapped.peft_config:
+            unwrapped.delete_adapter("ref")
+            unwrapped.set_adapter("default")
+        if self.ref_model is not None or (hook.policy_is_path and hook.calls == 0):
+            what = "a reference model was loaded anyway" if self.ref_model is not None else "it was never called"
+            raise TRLContractError(
+                "docs/trl_internals.md, 'trl.trainer.dpo_trainer.create_model_from_path': InSPOTrainer skips TRL's "
+                f"reference-model load for reference-free losses by answering it with None, but {what} (calls: "
+                f"{hook.calls}). This TRL release loads models differently; pin a supported TRL release (see the "
+                "README)."
+            )
+
     def _check_prefix_sharing(self):
-        if self.args.prefix_sharing:
-            for model in (self.model, self.ref_model):
-                if model is not None:
+        """`prefix_sharing=True`: every model must run tree rows exactly (clear error otherwise). `"auto"`: tree rows
+        only where they pay and are exact, i.e. with sdpa attention and no sliding windows; two rows otherwise."""
+        models = [m for m in (self.model, self.ref_model) if m is not None]
+        if self.args.prefix_sharing is True:
+            for model in models:
+                check_prefix_sharing_support(model)
+        collator = getattr(self, "data_collator", None)
+        if self.args.prefix_sharing == "auto" and isinstance(collator, DataCollatorForInSPO):
+            try:
+                for model in models:
                     check_prefix_sharing_support(model)
+                sdpa = all(_attn_implementation(m) == "sdpa" for m in models)
+            except ValueError:
+                sdpa = False
+            collator.prefix_sharing = "auto" if sdpa else False
 
     @staticmethod
     def build_collator(args: InSPOConfig, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForInSPO:
@@ -264,6 +307,14 @@ class InSPOTrainer(DPOTrainer):
             prefix_sharing=args.prefix_sharing,
         )
 
+    @property
+    def inspo_dropped(self) -> dict:
+        return {name: report.dropped for name, report in self.inspo_data_report.items()}
+
+    @property
+    def inspo_truncated(self) -> dict:
+        return {name: report.truncated for name, report in self.inspo_data_report.items()}
+
     # ------------------------------------------------------------------ resume
     def _init_training_state(
         self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
@@ -280,6 +331,17 @@ class InSPOTrainer(DPOTrainer):
                 self._total_train_tokens = int(logged[-1])
         return result
 
+    # ------------------------------------------------------------------ saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """`Trainer.save_model`, plus `inspo_data_report.json` (rows dropped and cut per split) beside the weights."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.inspo_data_report and self.is_world_process_zero():
+            os.makedirs(output_dir, exist_ok=True)
+            report = {name: r.to_dict() for name, r in self.inspo_data_report.items()}
+            with open(os.path.join(output_dir, DATA_REPORT_FILE), "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+
     # ------------------------------------------------------------------ model card
     def create_model_card(
         self,
@@ -289,8 +351,9 @@ class InSPOTrainer(DPOTrainer):
     ):
         """
         Write `README.md` in `args.output_dir`: TRL's model card (metadata, tags `trl` and `inspo`, the InSPO citation)
-        with an "InSPO training options" section that names the base model, the dataset and every InSPO option of the
-        run. [`~transformers.Trainer.push_to_hub`] calls this before uploading the output directory.
+        with a quick start that calls the trained model from the prompt alone, an "InSPO training options" section that
+        names the base model, the dataset and every InSPO option of the run, and the rows the data checks dropped or
+        cut. [`~transformers.Trainer.push_to_hub`] calls this before uploading the output directory.
 
         TRL leaves the base model out of the card when it is a local directory (not a Hub id); the section still names
         the local path. A local dataset file or directory is handled the same way.
@@ -303,8 +366,6 @@ class InSPOTrainer(DPOTrainer):
             tags (`str` or `list[str]`, *optional*):
                 Tags added to `trl` and `inspo`.
         """
-        import os
-
         if not self.is_world_process_zero():
             return
         if model_name is None:
@@ -323,17 +384,14 @@ class InSPOTrainer(DPOTrainer):
             "a fine-tuned version of [None](https://huggingface.co/None)",
             f"a fine-tuned version of `{base_model}`" if base_model else "a fine-tuned model",
         )
-        # ... and a model that is not on the Hub (yet) as `model="None"` in the quick start: load it from output_dir.
-        card = card.replace('model="None"', f"model={self.args.output_dir!r}")
-        section = self._model_card_section(base_model, dataset_name)
-        marker = "### Framework versions"
-        card = card.replace(marker, f"{section}\n{marker}", 1) if marker in card else f"{card}\n{section}"
+        card = _replace_between(card, "## Quick start", "## Training procedure", self._quick_start())
+        section = self._model_card_section(base_model, dataset_name) + self._data_report_section()
+        card = _insert_before(card, "### Framework versions", section)
         with open(path, "w", encoding="utf-8") as f:
             f.write(card)
 
     def _model_card_section(self, base_model: str | None, dataset_name: str | None) -> str:
         """The "InSPO training options" section of the model card, as Markdown."""
-        import os
         from dataclasses import fields
 
         args = self.args
@@ -401,59 +459,155 @@ class InSPOTrainer(DPOTrainer):
             f"| Option | Value |\n|---|---|\n{table}\n"
         )
 
+    def _quick_start(self) -> str:
+        """The model card's quick start: the trained model answers from the prompt alone, with the chat template when
+        it was trained on conversations."""
+        model_id = self.hub_model_id if self.args.push_to_hub and self.hub_model_id else self.args.output_dir
+        sample = next(iter(self.train_dataset)) if self.train_dataset is not None else {}
+        chat = isinstance(sample.get("prompt"), list) or getattr(self.processing_class, "chat_template", None)
+        if chat:
+            prompt = (
+                'messages = [{"role": "user", "content": "Your question here"}]\n'
+                'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+                "return_dict=True)"
+            )
+        else:
+            prompt = 'inputs = tokenizer("Your prompt here", return_tensors="pt")'
+        return (
+            "## Quick start\n\n"
+            "The model was trained with InSPO, which conditions each response on the other one during training only; "
+            "at inference it is an ordinary causal LM that answers from the prompt alone (no second response).\n\n"
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f"model = AutoModelForCausalLM.from_pretrained({model_id!r})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({model_id!r})\n"
+            f"{prompt}\n"
+            "output = model.generate(**inputs, max_new_tokens=128)\n"
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))\n'
+            "```\n\n"
+        )
+
+    def _data_report_section(self) -> str:
+        """The rows the data checks dropped or cut, per split, as Markdown (empty when nothing was)."""
+        lines = []
+        for name, report in self.inspo_data_report.items():
+            summary = report.summary()
+            if summary:
+                lines.append(f"- {name}: {summary}")
+        if not lines:
+            return ""
+        return (
+            "\n### Data checks\n\nRows that could not train were dropped, and rows longer than `max_length` were cut "
+            f"(counts also in `{DATA_REPORT_FILE}`):\n\n" + "\n".join(lines) + "\n"
+        )
+
     # ------------------------------------------------------------------ data checks
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        """TRL's preparation (prompt extraction, EOS, tokenization) inside InSPO's checks: clear errors for unusable
-        datasets, rows that cannot train dropped and counted in `inspo_dropped`, truncated rows counted in
-        `inspo_truncated` (see `trl_inspo.validation`)."""
-        collator = getattr(self, "data_collator", None)
-        if not isinstance(collator, DataCollatorForInSPO):
-            collator = getattr(self, "_inspo_collator", None)
-        if not isinstance(collator, DataCollatorForInSPO):  # a custom collator: count with the default layout
-            tokenizer = (
-                processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
-            )
-            collator = self.build_collator(args, tokenizer)
+        """TRL's preparation (prompt extraction, EOS, tokenization) between InSPO's checks: clear errors for unusable
+        datasets, rows that cannot train dropped and counted, truncated rows counted, in `inspo_data_report` (see
+        `trl_inspo.validation`)."""
         # Implicit prompts of text datasets end at a word boundary (see `trl_inspo.implicit_prompt`)
         base_prepare = with_word_boundary_prompts(super()._prepare_dataset)
-        return prepare_preference_dataset(self, base_prepare, dataset, processing_class, args, dataset_name, collator)
+        dataset, report = prepare_preference_dataset(
+            base_prepare, dataset, processing_class, args, dataset_name, self._inspo_layout
+        )
+        self.inspo_data_report[dataset_name] = report
+        return dataset
 
+    def _set_signature_columns_if_needed(self):
+        """TRL's model-input columns, plus the precomputed prompt-only reference columns."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *PROMPT_ONLY_REF_COLUMNS]))
+
+    # ------------------------------------------------------------------ training step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """`DPOTrainer.compute_loss`, stopped with a [`~trl_inspo.validation.NonFiniteLossError`] (before the backward
+        """`DPOTrainer.compute_loss`, stopped with a [`~trl_inspo.errors.NonFiniteLossError`] (before the backward
         pass and the optimizer step) when the training loss is NaN or infinite."""
         result = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
         if model.training:
-            check_finite_loss(self, result[0] if return_outputs else result)
+            self._check_finite_loss(result[0] if return_outputs else result)
         return result
+
+    def _check_finite_loss(self, loss: torch.Tensor) -> None:
+        """Raise [`NonFiniteLossError`] when the training loss of any process is NaN or infinite."""
+        finite = torch.isfinite(loss.detach()).all()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite.reshape(1)).all()
+        if bool(finite):
+            return
+        args, state = self.args, self.state
+        local = loss.detach().float().reshape(-1)
+        local = local[~torch.isfinite(local)]
+        value = f"{local[0].item()}" if local.numel() else "non-finite on another process"
+        bad_params = [n for n, p in self.model.named_parameters() if p.numel() and not torch.isfinite(p).all()]
+        if bad_params:
+            weights = (
+                f"The model's weights are already non-finite (e.g. '{bad_params[0]}', {len(bad_params)} tensor(s)): "
+                "an earlier optimizer step wrote them (e.g. from a non-finite gradient). Restart from a checkpoint "
+                "written before that step."
+            )
+        else:
+            weights = "The weights are still finite: the overflow happened in this step's forward pass."
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        dtype = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+        advice = (
+            ": fp16 overflows easily (values above 65504), prefer bf16=True or fp32"
+            if dtype == "fp16"
+            else "; if the model was trained in another dtype, load it in that dtype"
+        )
+        raise NonFiniteLossError(
+            f"The training loss is {value} at step {state.global_step + 1} (optimizer steps completed: "
+            f"{state.global_step}, epoch {state.epoch or 0:.2f}). Training stopped before the optimizer step, so this "
+            f"batch did not change the weights. {weights}{f' Last checkpoint: {last}.' if last else ''} Hints: lower "
+            f"the learning rate (learning_rate={args.learning_rate:g}) or add warmup; keep gradient clipping on "
+            f"(max_grad_norm={args.max_grad_norm}); the compute dtype is {dtype}{advice}. Also check the batch's data "
+            f"(very long rows, unusual tokens). See {TROUBLESHOOTING}."
+        )
 
     # ------------------------------------------------------------------ reference values
     def _precompute_ref_logps(self, dataset, name, batch_size):
+        """TRL's precompute loop, storing InSPO's reference values: `ref_chosen_logps` / `ref_rejected_logps` hold the
+        conditional values (what [`compute_ref_log_probs`] returns), `ref_chosen_prompt_only_logps` /
+        `ref_rejected_prompt_only_logps` the prompt-only ones, from the same forward."""
         if self.args.reference_free:
             return dataset
         self._check_prefix_sharing()  # the reference forward below already uses the tree layout
-        # TRL caches on (dataset, model); InSPO's reference values also depend on the pair layout and on LD-DPO's
-        # `ld_alpha` (it weights the reference tokens), so key on them too.
+        # TRL caches on (dataset, model). InSPO's values also depend on the pair layout and on LD-DPO's `ld_alpha` (it
+        # weights the reference tokens), and are stored differently: key on all of it, so that neither a cache written
+        # by DPOTrainer nor one written for another InSPO layout can be read back.
         model_hash = self._precompute_model_hash
-        layout = getattr(self.data_collator, "layout_key", lambda: type(self.data_collator).__name__)()
-        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v1", layout, self.ld_alpha))
+        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v2", self._layout_key(), self.ld_alpha))
+        # TRL's loop stores, for each row, what `compute_ref_log_probs` returns: the four values, here
+        self.compute_ref_log_probs = self._stacked_ref_log_probs
         try:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
+            dataset = super()._precompute_ref_logps(dataset, name, batch_size)
         finally:
             self._precompute_model_hash = model_hash
+            del self.compute_ref_log_probs
+        self.reference_cache_files[name] = dataset.cache_files[-1]["filename"] if dataset.cache_files else None
+        return _split_reference_columns(dataset)
+
+    def _layout_key(self) -> tuple:
+        collator = self.data_collator
+        return collator.layout_key() if isinstance(collator, DataCollatorForInSPO) else (type(collator).__name__,)
 
     def compute_ref_log_probs(self, model, inputs):
-        """Reference log-probabilities of one InSPO batch.
+        """Reference log-probabilities of one InSPO batch, as `trl.DPOTrainer.compute_ref_log_probs` returns them:
+        `(ref_chosen, ref_rejected)`, each of shape `(B,)`, the conditional values `log pi_ref(y_w | x, y_l)` and
+        `log pi_ref(y_l | x, y_w)` (the prompt-only values come from the same forward; see
+        `_precompute_ref_logps`)."""
+        return self._ref_logps(model, inputs, score_alternatives=False).conditional[:2]
 
-        Returns `(ref_chosen, ref_rejected)`, each of shape `(B, 2)`: column 0 is the conditional value
-        (`log pi_ref(y_w | x, y_l)`, `log pi_ref(y_l | x, y_w)`), column 1 the prompt-only value (`log pi_ref(y_w | x)`,
-        `log pi_ref(y_l | x)`). This is also the layout of the precomputed `ref_chosen_logps` / `ref_rejected_logps`
-        columns.
-        """
-        return self._ref_log_probs(model, inputs, score_alternatives=True)
+    def _stacked_ref_log_probs(self, model, inputs):
+        """`(ref_chosen, ref_rejected)`, each `(B, 2)`: `[conditional, prompt-only]` per pair."""
+        ref = self._ref_logps(model, inputs, score_alternatives=True)
+        return (
+            torch.stack([ref.chosen_conditional, ref.chosen_unconditional], dim=1),
+            torch.stack([ref.rejected_conditional, ref.rejected_unconditional], dim=1),
+        )
 
-    def _ref_log_probs(self, model, inputs, score_alternatives):
+    def _ref_logps(self, model, inputs, score_alternatives):
         adapter_context = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -465,29 +619,31 @@ class InSPOTrainer(DPOTrainer):
             self.accelerator.autocast(),
         ):
             outputs = model(**self._forward_kwargs(model, inputs, score_alternatives), fused_lm_head=True)
-        ref = self._sequence_logps(outputs.log_probs, inputs)
-        return (
-            torch.stack([ref.chosen_conditional, ref.chosen_unconditional], dim=1),
-            torch.stack([ref.rejected_conditional, ref.rejected_unconditional], dim=1),
-        )
+        return self._sequence_logps(outputs.log_probs, inputs)
 
-    def _reference_values(self, inputs):
-        """`(ref_c_w, ref_c_l, ref_u_w, ref_u_l)`, from the batch when precomputed, else from a reference forward."""
+    def _reference_values(self, inputs) -> tuple[PairLogps | None, PairLogps | None]:
+        """The reference values `(conditional, prompt_only)` of a batch, from the precomputed columns or from a
+        reference forward (lengths are not needed and left as `None`)."""
         if self.args.reference_free:
-            return None
+            return None, None
         if self.precompute_ref_logps:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-            if ref_chosen.dim() != 2 or ref_chosen.size(1) != 2:
+            missing = [key for key in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS if key not in inputs]
+            if missing:
                 raise ValueError(
-                    "The precomputed `ref_chosen_logps`/`ref_rejected_logps` columns must hold two values per example "
-                    "([conditional, prompt_only]), as InSPOTrainer writes them; this dataset holds one (e.g. it was "
-                    "precomputed by DPOTrainer). Remove these columns and let InSPOTrainer precompute them."
+                    f"The precomputed reference columns {missing} are missing from the batch. InSPOTrainer writes four "
+                    f"columns ({list(REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS)}); a dataset precomputed by DPOTrainer has "
+                    "only the first two, which hold DPO's values. Remove these columns and let InSPOTrainer precompute "
+                    "them."
                 )
+            chosen, rejected, chosen_prompt, rejected_prompt = (
+                inputs[k] for k in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS
+            )
         else:
-            # Prompt-only values only when a loss or the unconditional metrics read them (`unconditional_metrics`)
-            score_alternatives = self.args.unconditional_metrics or self.args.reference_needs_unconditional_logps
-            ref_chosen, ref_rejected = self._ref_log_probs(self.ref_model or self.model, inputs, score_alternatives)
-        return ref_chosen[:, 0], ref_rejected[:, 0], ref_chosen[:, 1], ref_rejected[:, 1]
+            # Prompt-only values only when a loss or the unconditional metrics read them
+            score = self.args.unconditional_metrics or self.args.reference_needs_unconditional_logps
+            ref = self._ref_logps(self.ref_model or self.model, inputs, score_alternatives=score)
+            chosen, rejected, chosen_prompt, rejected_prompt = ref[:4]
+        return PairLogps(chosen, rejected, None, None), PairLogps(chosen_prompt, rejected_prompt, None, None)
 
     # ------------------------------------------------------------------ helpers
     def _forward_kwargs(self, model, inputs, score_alternatives=True):
@@ -522,38 +678,32 @@ class InSPOTrainer(DPOTrainer):
         kinds = logp_kinds_from_masks(inputs["completion_mask"][:, 1:], inputs["alternative_mask"][:, 1:])
         return kinds, kinds.size(0) // 2
 
-    def _sequence_logps(self, log_probs, inputs, ld_alpha="config"):
+    def _sequence_logps(self, log_probs, inputs):
         kinds, num_pairs = self._logp_kinds(inputs)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
-        return logps_by_kind(
-            log_probs[:, -kinds.size(1) :], kinds, num_pairs, self.ld_alpha if ld_alpha == "config" else ld_alpha
-        )
+        return logps_by_kind(log_probs[:, -kinds.size(1) :], kinds, num_pairs, self.ld_alpha)
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         args = self.args
-        model_kwargs = self._forward_kwargs(model, inputs, score_alternatives=args.unconditional_metrics)
+        model_kwargs = self._forward_kwargs(model, inputs, score_alternatives=args.scores_alternatives)
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
         outputs = model(**model_kwargs, fused_lm_head=True)
         kinds, num_pairs = self._logp_kinds(inputs)
-        width = kinds.size(1)
-        per_token_logps = outputs.log_probs[:, -width:]
+        per_token_logps = outputs.log_probs[:, -kinds.size(1) :]
         policy = logps_by_kind(per_token_logps, kinds, num_pairs, self.ld_alpha)
-        ref = self._reference_values(inputs)
-        if ref is None:
-            ref_c_w = ref_c_l = ref_u_w = ref_u_l = None
-        else:
-            ref_c_w, ref_c_l, ref_u_w, ref_u_l = ref
-            if args.reference_conditioning == "prompt_only":
-                ref_c_w, ref_c_l = ref_u_w, ref_u_l
-
+        ref_conditional, ref_prompt_only = self._reference_values(inputs)
+        if args.reference_conditioning == "prompt_only":
+            ref_conditional = ref_prompt_only
+        pair_weights = (None, None)
+        if self.use_weighting:
+            log_sum_sq = outputs.log_sum_sq_probs[:, -kinds.size(1) :]
+            pair_weights = wpo_pair_weights(per_token_logps, log_sum_sq, kinds, num_pairs)
         # SFT reads the deployed policy, log pi(y_w | x), without LD-DPO down-weighting (as in TRL)
-        sft_logps = policy.chosen_unconditional
-        if self.ld_alpha is not None and "sft" in self.loss_types:
-            sft_logps = logps_by_kind(per_token_logps, kinds, num_pairs).chosen_unconditional
-        loss_kwargs = dict(
+        sft = policy if self.ld_alpha is None else logps_by_kind(per_token_logps, kinds, num_pairs)
+        options = dict(
             beta=self.beta,
             label_smoothing=args.label_smoothing,
             f_divergence_type=args.f_divergence_type,
@@ -561,50 +711,38 @@ class InSPOTrainer(DPOTrainer):
             discopop_tau=args.discopop_tau,
             simpo_gamma=args.simpo_gamma,
             rdpo_alpha=args.rdpo_alpha,
-            sft_logps=sft_logps,
-            sft_lengths=policy.chosen_unconditional_lengths,
+            sft_logps=sft.chosen_unconditional,
+            sft_lengths=sft.chosen_unconditional_lengths,
         )
-        pair_weights = {"conditional": None, "unconditional": None}
-        if self.use_weighting:
-            log_sum_sq = outputs.log_sum_sq_probs[:, -width:]
-            pair_weights["conditional"], pair_weights["unconditional"] = wpo_pair_weights(
-                per_token_logps, log_sum_sq, kinds, num_pairs
-            )
-
+        # The InSPO term on (c_w, c_l) and the DPO term on (u_w, u_l): (metric prefix, weight, policy, reference, WPO)
+        terms = [
+            ("", args.conditional_loss_weight, policy.conditional, ref_conditional, pair_weights[0]),
+            ("_unconditional", args.unconditional_loss_weight, policy.unconditional, ref_prompt_only, pair_weights[1]),
+        ]
         loss = 0.0
-        if args.conditional_loss_weight:
-            loss = loss + args.conditional_loss_weight * combined_preference_loss(
-                self.loss_types,
-                self.loss_weights,
-                policy.chosen_conditional,
-                policy.rejected_conditional,
-                ref_c_w,
-                ref_c_l,
-                policy.chosen_conditional_lengths,
-                policy.rejected_conditional_lengths,
-                pair_weights=pair_weights["conditional"],
-                **loss_kwargs,
-            )
-        if args.unconditional_loss_weight:
-            loss = loss + args.unconditional_loss_weight * combined_preference_loss(
-                self.loss_types,
-                self.loss_weights,
-                policy.chosen_unconditional,
-                policy.rejected_unconditional,
-                ref_u_w,
-                ref_u_l,
-                policy.chosen_unconditional_lengths,
-                policy.rejected_unconditional_lengths,
-                pair_weights=pair_weights["unconditional"],
-                **loss_kwargs,
-            )
+        for _, weight, logps, ref, wpo in terms:
+            if weight:
+                ref_chosen, ref_rejected = (None, None) if ref is None else ref[:2]
+                loss = loss + weight * combined_preference_loss(
+                    self.loss_types,
+                    self.loss_weights,
+                    logps.chosen,
+                    logps.rejected,
+                    ref_chosen,
+                    ref_rejected,
+                    logps.chosen_lengths,
+                    logps.rejected_lengths,
+                    pair_weights=wpo,
+                    **options,
+                )
 
         if self.aux_loss_enabled:
             aux_loss = outputs.aux_loss
             loss = loss + self.router_aux_loss_coef * aux_loss
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_metrics(mode, inputs, outputs, kinds, policy, (ref_c_w, ref_c_l, ref_u_w, ref_u_l))
+        logged = [(prefix, logps, ref) for prefix, _, logps, ref, _ in terms if not prefix or args.scores_alternatives]
+        self._log_metrics(mode, inputs, outputs, kinds, logged)
 
         if return_outputs:
             warnings.warn(
@@ -619,7 +757,9 @@ class InSPOTrainer(DPOTrainer):
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ metrics
-    def _log_metrics(self, mode, inputs, outputs, kinds, policy, ref):
+    def _log_metrics(self, mode, inputs, outputs, kinds, terms):
+        """TRL's metrics, on the target segments, and the rewards and log-probabilities of each term (`terms`:
+        `(metric prefix, policy values, reference values or None)`)."""
         gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
         width = kinds.size(1)
@@ -630,7 +770,6 @@ class InSPOTrainer(DPOTrainer):
             count = gather(mask.sum()).sum()
             return (total / count).item() if count > 0 else 0.0
 
-        # TRL's token-level metrics, on the target segments
         metrics["entropy"].append(token_mean(outputs.entropy, chosen_mask | rejected_mask))
         if mode == "train":
             self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
@@ -639,36 +778,14 @@ class InSPOTrainer(DPOTrainer):
         metrics["logits/rejected"].append(token_mean(outputs.mean_logits, rejected_mask))
         metrics["mean_token_accuracy"].append(token_mean(outputs.is_top1, chosen_mask))
 
-        ref_c_w, ref_c_l, ref_u_w, ref_u_l = ref
-        for prefix, w, l, ref_w, ref_l, len_w, len_l in (
-            (
-                "",
-                policy.chosen_conditional,
-                policy.rejected_conditional,
-                ref_c_w,
-                ref_c_l,
-                policy.chosen_conditional_lengths,
-                policy.rejected_conditional_lengths,
-            ),
-            (
-                "_unconditional",
-                policy.chosen_unconditional,
-                policy.rejected_unconditional,
-                ref_u_w,
-                ref_u_l,
-                policy.chosen_unconditional_lengths,
-                policy.rejected_unconditional_lengths,
-            ),
-        ):
-            if prefix and not self.args.unconditional_metrics:
-                continue  # not scored (`unconditional_metrics=False`)
-            w, l = w.detach(), l.detach()
-            if ref_w is None:  # reference-free: length-normalised implicit rewards (as in SimPO/ORPO)
-                chosen_rewards = self.beta * w / len_w.clamp(min=1)
-                rejected_rewards = self.beta * l / len_l.clamp(min=1)
+        for prefix, logps, ref in terms:
+            w, l = logps.chosen.detach(), logps.rejected.detach()
+            if ref is None:  # reference-free: length-normalised implicit rewards (as in SimPO/ORPO)
+                chosen_rewards = self.beta * w / logps.chosen_lengths.clamp(min=1)
+                rejected_rewards = self.beta * l / logps.rejected_lengths.clamp(min=1)
             else:
-                chosen_rewards = self.beta * (w - ref_w)
-                rejected_rewards = self.beta * (l - ref_l)
+                chosen_rewards = self.beta * (w - ref.chosen)
+                rejected_rewards = self.beta * (l - ref.rejected)
             chosen_rewards, rejected_rewards = gather(chosen_rewards), gather(rejected_rewards)
             metrics[f"rewards{prefix}/chosen"].append(chosen_rewards.mean().item())
             metrics[f"rewards{prefix}/rejected"].append(rejected_rewards.mean().item())
@@ -676,3 +793,42 @@ class InSPOTrainer(DPOTrainer):
             metrics[f"rewards{prefix}/margins"].append((chosen_rewards - rejected_rewards).mean().item())
             metrics[f"logps{prefix}/chosen"].append(gather(w).mean().item())
             metrics[f"logps{prefix}/rejected"].append(gather(l).mean().item())
+
+
+def _attn_implementation(model) -> str | None:
+    unwrapped = model.get_base_model() if is_peft_model(model) else model
+    return getattr(unwrapped.config, "_attn_implementation", None)
+
+
+def _split_reference_columns(dataset: Dataset) -> Dataset:
+    """The two `[conditional, prompt-only]` columns TRL's precompute loop stored, as four one-value columns."""
+    values = dataset.select_columns(list(REF_COLUMNS)).with_format("numpy")
+    chosen, rejected = (np.asarray(values[c]) for c in REF_COLUMNS)
+    if chosen.ndim != 2 or chosen.shape[1:] != (2,):
+        raise TRLContractError(
+            "docs/trl_internals.md, 'DPOTrainer._precompute_ref_logps': TRL's precompute loop was expected to store "
+            f"what `compute_ref_log_probs` returns for each row (2 values), but stored shape {chosen.shape}. This TRL "
+            "release changed its precompute loop; pin a supported TRL release (see the README)."
+        )
+    dataset = dataset.remove_columns(list(REF_COLUMNS))
+    for column, array in zip(
+        REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS, (chosen[:, 0], rejected[:, 0], chosen[:, 1], rejected[:, 1])
+    ):
+        dataset = dataset.add_column(column, array.tolist())
+    return dataset
+
+
+def _replace_between(card: str, start: str, end: str, text: str) -> str:
+    """`card` with its part from the `start` heading up to the `end` heading replaced by `text`; unchanged (with a
+    warning) when TRL's template lacks them (docs/trl_internals.md, 'TRL's model card template')."""
+    i, j = card.find(start), card.find(end)
+    if i < 0 or j < i:
+        logger.warning(f"TRL's model card has no '{start}' ... '{end}' section; the InSPO quick start is not added.")
+        return card
+    return card[:i] + text + card[j:]
+
+
+def _insert_before(card: str, marker: str, text: str) -> str:
+    """`card` with `text` inserted before the `marker` heading (appended when TRL's template lacks it)."""
+    i = card.find(marker)
+    return card + "\n" + text if i < 0 else card[:i] + text + "\n" + card[i:]
