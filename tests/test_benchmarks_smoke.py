@@ -75,7 +75,8 @@ def test_scaling_smoke(tmp_path):
     for plot in payload["plots"]:
         assert Path(plot).stat().st_size > 1000
     runs = payload["lengths"]["runs"]
-    assert {r["case"]["length"] for r in runs} == {16, 32}
+    assert {r["length"] for r in payload["lengths"]["ratios"]} == {16, 32}
+    assert {r["case"]["response_tokens"] for r in runs} == {16, 32}  # the smoke sweeps the response length
     for r in runs:
         # synthetic rows of exact lengths: prompt x = 16 tokens, both responses `length` tokens, no padding
         x, y, b = r["case"]["prompt_tokens"], r["case"]["response_tokens"], r["case"]["batch_size"]
