@@ -41,7 +41,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -51,30 +50,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("CI", "1")  # TRL skips telemetry on CI
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
+# First: importing benchmarks.common keeps the libraries below off the Hugging Face Hub
+from benchmarks.common.env import DEFAULT_HH, RESULTS_DIR, write_json  # noqa: E402
+from benchmarks.common.machine import machine_info as machine_description  # noqa: E402
+
+
+# isort: split
 import datasets  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
-
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import trl  # noqa: E402
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # noqa: E402
-from trl.data_utils import extract_prompt  # noqa: E402
+from trl.data_utils import common_prefix_length, extract_prompt  # noqa: E402
 
-import trl_inspo  # noqa: E402
 from benchmarks.tasks import SortTask, load_hh, synthetic_conversations  # noqa: E402
 from trl_inspo import InSPOConfig, InSPOTrainer  # noqa: E402
 from trl_inspo.tiny import build_model, build_tokenizer  # noqa: E402
@@ -83,8 +77,6 @@ from trl_inspo.tiny import build_model, build_tokenizer  # noqa: E402
 METHODS = ("dpo", "inspo", "inspo+uncond")
 # Not run by default: InSPO with the prompt-only reference log pi_ref(y | x) (the paper's IPO / R-DPO setup).
 EXTRA_METHODS = ("inspo+prompt_ref",)
-RESULTS_DIR = REPO / "benchmarks" / "results"
-DEFAULT_HH = REPO.parent / "shared" / "data" / "hh_rlhf_harmless_base_sample.jsonl"
 
 
 # ====================================================================== configuration
@@ -145,29 +137,6 @@ class StudyArgs:
 
 
 # ====================================================================== helpers
-def machine_description() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-        "trl": trl.__version__,
-        "trl_inspo": trl_inspo.__version__,
-        "device": "cpu",
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    return info
-
-
 def tokenize_like_trl(tokenizer, prompt: str, chosen: str, rejected: str) -> tuple[list[int], list[int], list[int]]:
     """Token ids of a standard-format pair as `DPOTrainer._prepare_dataset` makes them: EOS text appended to each
     response, prompt and prompt+response tokenized separately, responses start where the tokenizations diverge."""
@@ -177,16 +146,7 @@ def tokenize_like_trl(tokenizer, prompt: str, chosen: str, rejected: str) -> tup
     p = tokenizer(prompt)["input_ids"]
     pc = tokenizer(prompt + chosen)["input_ids"]
     pr = tokenizer(prompt + rejected)["input_ids"]
-
-    def common(a, b):
-        n = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            n += 1
-        return n
-
-    n = min(common(p, pc), common(p, pr))
+    n = min(common_prefix_length(p, pc), common_prefix_length(p, pr))
     return pc[:n], pc[n:], pr[n:]
 
 
@@ -734,9 +694,7 @@ def run_study(args: StudyArgs, output: str | None, workdir: str, plot: bool = Tr
             datasets.enable_progress_bars()
         torch.set_num_threads(threads)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(output, result)
         log(f"wrote {output}")
         if plot:
             for path in plot_result(result, str(Path(output).with_suffix(""))):

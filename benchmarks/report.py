@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_common import METHOD_LABELS  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common.case import method_label  # noqa: E402
+from benchmarks.common.data import lengths_label  # noqa: E402
 
 
 def _machine(payload: dict) -> str:
@@ -37,7 +38,7 @@ def throughput_tables(payload: dict) -> str:
     for r in payload["ratios"]:
         lo, hi = r["step_time_spread_s"]
         out.append(
-            f"| {r['data_used']} | {r['variant']} | {METHOD_LABELS[r['method']]} | {r['step_time_s']:.2f} "
+            f"| {r['data_used']} | {r['variant']} | {method_label(r['method'])} | {r['step_time_s']:.2f} "
             f"({lo:.2f}-{hi:.2f}) | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | "
             f"{r['step_peak_increase_mib']:.0f} | **{r['time_ratio']:.2f}** | {r['token_ratio']:.2f} | "
             f"{r['position_ratio']:.2f} | {r['scored_ratio']:.2f} | **{r['memory_ratio']:.2f}** | "
@@ -62,7 +63,7 @@ def scaling_tables(payload: dict) -> str:
             if r["method"] == "dpo":
                 continue
             out.append(
-                f"| {r['sweep']} | {r['length']} | {r['lm_head']} | {METHOD_LABELS[r['method']]} | "
+                f"| {r['sweep']} | {r['length']} | {r['lm_head']} | {method_label(r['method'])} | "
                 f"{r['step_time_s']:.2f} | **{r['time_ratio']:.2f}** | {r['token_ratio']:.2f} | "
                 f"{r['memory_ratio']:.2f} |"
             )
@@ -92,6 +93,10 @@ def scaling_tables(payload: dict) -> str:
 
 def gpu_tables(payload: dict) -> str:
     m = payload["machine"]
+    columns = ["data", "pairs/step", "method", "scoring", "attention", "step s", "tokens/step", "tokens/s"]
+    columns += ["step peak MiB", "time ratio", "token ratio", "memory ratio", "MFU (6N)", "MFU (model FLOPs)"]
+    if payload.get("preset"):  # several models; the whole peak (weights included) matters at 8B
+        columns = ["model", *columns[:8], "peak MiB", *columns[8:]]
     out = [
         f"Device: {m.get('cuda_device')} (CUDA {m.get('cuda_version')}), torch {m.get('torch')}, transformers "
         f"{m.get('transformers')}, trl {m.get('trl')}, {m.get('date')};"
@@ -99,26 +104,37 @@ def gpu_tables(payload: dict) -> str:
         "",
         f"Command: `{payload['command']}`",
         "",
-        "| data | pairs/step | method | scoring | attention | step s | tokens/step | tokens/s | step peak MiB "
-        "| time ratio "
-        "| token ratio | memory ratio | MFU (6N) | MFU (model FLOPs) |",
-        "|" + "---|" * 14,
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     batch = {r["case"]["data"]: r["case"]["batch_size"] for r in payload["runs"] if "case" in r}
+    nan = float("nan")
     for r in payload["table"]:
         pct = lambda x: f"{100 * x:.1f}%" if x is not None else "n/a"  # noqa: E731
         scoring = "targets only" if r["variant"] == "targets_only" else "all four"
-        if r["method"] == "dpo":
-            scoring = "-"
-        out.append(
-            f"| {r['data_used']} | {batch.get(r['data'])} | {METHOD_LABELS[r['method']]} | {scoring} | {r['attn']} | "
-            f"{r['step_time_s']:.3f} | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | "
-            f"{r['step_peak_increase_mib']:.0f} | **{r.get('time_ratio', float('nan')):.2f}** | "
-            f"{r.get('token_ratio', float('nan')):.2f} | {r.get('memory_ratio', float('nan')):.2f} | "
-            f"{pct(r['mfu_6n'])} | {pct(r['mfu_model'])} |"
-        )
+        cells = {
+            "model": r.get("model"),
+            "data": r["data_used"] + lengths_label(r.get("prompt_tokens"), r.get("response_tokens")),
+            "pairs/step": r.get("batch_size") or batch.get(r["data"]),
+            "method": method_label(r["method"]),
+            "scoring": "-" if r["method"] == "dpo" else scoring,
+            "attention": r["attn"],
+            "step s": f"{r['step_time_s']:.3f}",
+            "tokens/step": f"{r['tokens_per_step']:.0f}",
+            "tokens/s": f"{r['tokens_per_s']:.0f}",
+            "peak MiB": f"{r['peak_mib']:.0f}",
+            "step peak MiB": f"{r['step_peak_increase_mib']:.0f}",
+            "time ratio": f"**{r.get('time_ratio', nan):.2f}**",
+            "token ratio": f"{r.get('token_ratio', nan):.2f}",
+            "memory ratio": f"{r.get('memory_ratio', nan):.2f}",
+            "MFU (6N)": pct(r["mfu_6n"]),
+            "MFU (model FLOPs)": pct(r["mfu_model"]),
+        }
+        out.append("| " + " | ".join(str(cells[c]) for c in columns) + " |")
     for e in payload.get("errors", []):
         out.append(f"- error: {e['case'].get('label')}: {e['error'][:200]}")
+    for skipped in payload.get("skipped", []):
+        out.append(f"- skipped: {skipped['case']['label']}: {skipped['reason']}")
     return "\n".join(out)
 
 

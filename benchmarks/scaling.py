@@ -26,72 +26,65 @@ Usage (from the repository root; `--smoke` runs a seconds-long version on a tiny
 
 ```bash
 python benchmarks/scaling.py --output benchmarks/results/scaling.json
+python benchmarks/scaling.py --parts attention --attention-impls sdpa flex_attention --output /tmp/attention.json
 python benchmarks/scaling.py --smoke --output /tmp/scaling_smoke.json
 ```
 """
 
-from __future__ import annotations
-
 import argparse
 import json
-import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import perf_common as pc  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common.case import METHOD_FIELDS, METHOD_LABELS, METHODS, Case, run_settings  # noqa: E402
+from benchmarks.common.data import prepare_tokenizer  # noqa: E402
+from benchmarks.common.env import RESULTS_DIR, command_line, write_json  # noqa: E402
+from benchmarks.common.machine import MemoryProbe, QuietMachine, load_average, machine_info  # noqa: E402
+from benchmarks.common.models import MODEL_SHAPES, build_model  # noqa: E402
+from benchmarks.common.runner import ratio, run_cases, run_in_subprocess, summarize  # noqa: E402
 
 
 LENGTHS = (64, 128, 256, 512, 1024)
+# Summary key of the length sweeps: the sweep is the case's variant, its point the prompt and response lengths
+LENGTH_KEY = ("variant", "prompt_tokens", "response_tokens", "lm_head", "method")
 
 
-def length_cases(args, tokenizer_dir: str) -> list[dict]:
-    cases = []
+def length_cases(args, tokenizer_dir: str) -> list[Case]:
+    settings = dict(
+        run_settings(args, tokenizer_dir),
+        model="tiny" if args.smoke else "llama-32k",
+        data="fixed",
+        batch_size=args.batch_size,
+    )
     lengths = (16, 32) if args.smoke else args.lengths
     base = 16 if args.smoke else 64
+    cases = []
     for sweep in args.sweeps:
         for length in lengths:
             prompt, response = (base, length) if sweep == "response" else (length, base)
             for lm_head in args.lm_head:
-                for method in pc.METHODS:
-                    cases.append(
-                        dict(
-                            label=f"{sweep}={length}/{lm_head}/{method}",
-                            sweep=sweep,
-                            length=length,
-                            prompt_tokens=prompt,
-                            response_tokens=response,
-                            method=method,
-                            model="tiny" if args.smoke else "llama-32k",
-                            data="fixed",
-                            batch_size=args.batch_size,
-                            warmup=args.warmup,
-                            steps=args.steps,
-                            reference="live",
-                            lm_head=lm_head,
-                            attn="sdpa",
-                            threads=args.threads,
-                            tokenizer_dir=tokenizer_dir,
-                            seed=0,
-                        )
-                    )
+                for method in METHODS:
+                    label = f"{sweep}={length}/{lm_head}/{method}"
+                    fields = dict(prompt_tokens=prompt, response_tokens=response, lm_head=lm_head, variant=sweep)
+                    cases.append(Case(**METHOD_FIELDS[method], **settings, **fields, label=label))
     return cases
 
 
 def length_table(summary: dict) -> list[dict]:
     rows = []
-    for (sweep, length, lm_head, method), s in sorted(summary.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        base = summary.get((sweep, length, lm_head, "dpo"))
+    for (sweep, prompt, response, lm_head, method), s in summary.items():
+        base = summary.get((sweep, prompt, response, lm_head, "dpo"))
         if base is None:
             continue
         rows.append(
             {
                 "sweep": sweep,
-                "length": length,
+                "length": response if sweep == "response" else prompt,
                 "lm_head": lm_head,
                 "method": method,
                 "step_time_s": s["step_time_s"],
@@ -101,12 +94,12 @@ def length_table(summary: dict) -> list[dict]:
                 "scored_per_step": s["scored_per_step"],
                 "tokens_per_s": s["tokens_per_s"],
                 "step_peak_increase_mib": s["step_peak_increase_mib"],
-                "time_ratio": pc.ratio(s["step_time_s"], base["step_time_s"]),
-                "token_ratio": pc.ratio(s["tokens_per_step"], base["tokens_per_step"]),
-                "memory_ratio": pc.ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"]),
+                "time_ratio": ratio(s["step_time_s"], base["step_time_s"]),
+                "token_ratio": ratio(s["tokens_per_step"], base["tokens_per_step"]),
+                "memory_ratio": ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"]),
             }
         )
-    rows.sort(key=lambda r: (r["sweep"], r["lm_head"], r["length"], pc.METHODS.index(r["method"])))
+    rows.sort(key=lambda r: (r["sweep"], r["lm_head"], r["length"], METHODS.index(r["method"])))
     return rows
 
 
@@ -115,49 +108,39 @@ def attention_case(case: dict) -> dict:
     """One forward + backward (`case['mode'] == 'train'`) or one no-grad forward (`'forward'`, as the reference
     model runs) of the backbone over `case['pairs']` pairs of total prefix-shared row length ~`case['row_tokens']`
     (prompt 64 tokens, equal responses), in layout `case['layout']` (`tree` or `two_row`) with attention implementation
-    `case['attn']`. Returns the median time and the peak RSS increase of the measured calls
+    `case['attn']`. Returns the median time and the peak memory increase of the measured calls
     (the first `flex_attention` call compiles and is not measured)."""
     import torch
 
-    from trl_inspo.collator import DataCollatorForInSPO
+    from trl_inspo import DataCollatorForInSPO
     from trl_inspo.prefix_sharing import tree_attention_mask
-    from trl_inspo.tiny import build_model
 
     torch.set_num_threads(case["threads"])
-    shape = dict(pc.MODEL_SHAPES[case["model"]])
     prompt = case["prompt_tokens"]
     response = max(1, (case["row_tokens"] - prompt - 1) // 4)
     g = torch.Generator().manual_seed(0)
-    vocab = 1000
 
     def ids(n):
-        return torch.randint(10, vocab, (n,), generator=g).tolist()
+        return torch.randint(10, 1000, (n,), generator=g).tolist()
 
     examples = [{"prompt_ids": ids(prompt), "chosen_ids": ids(response), "rejected_ids": ids(response)}
                 for _ in range(case["pairs"])]  # fmt: skip
     collator = DataCollatorForInSPO(pad_token_id=0, prefix_sharing=case["layout"] == "tree")
     batch = collator(examples)
 
-    class _Tok:  # build_model reads these ids only
-        bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-        def __len__(self):
-            return vocab
-
     cuda = torch.cuda.is_available() and not case.get("cpu", False)
     device = "cuda" if cuda else "cpu"
-    max_pos = max(8192, 2 * case["row_tokens"])
-    with torch.device(device):
-        model = build_model(_Tok(), attn_implementation=case["attn"], max_position_embeddings=max_pos, **shape)
-    if cuda:  # bf16, as a GPU run trains
-        model = model.to(torch.bfloat16)
+    model = build_model(
+        MODEL_SHAPES[case["model"]],
+        attn_implementation=case["attn"],
+        max_position_embeddings=max(8192, 2 * case["row_tokens"]),
+        dtype=torch.bfloat16 if cuda else torch.float32,  # bf16, as a GPU run trains
+        device=device,
+    )
     batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     backbone = model.model
-    rss_load = torch.cuda.memory_allocated() / 2**20 if cuda else pc.current_rss_mib()
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
+    memory = MemoryProbe(cuda)
+    memory_after_load = memory.current()
 
     def step():
         kwargs = {"input_ids": batch["input_ids"], "use_cache": False}
@@ -169,61 +152,62 @@ def attention_case(case: dict) -> dict:
         if case["mode"] == "forward":  # a reference forward: no graph kept
             with torch.no_grad():
                 backbone(**kwargs)
-            return
-        hidden = backbone(**kwargs).last_hidden_state
-        hidden.float().pow(2).mean().backward()
-        model.zero_grad(set_to_none=True)
+        else:
+            hidden = backbone(**kwargs).last_hidden_state
+            hidden.float().pow(2).mean().backward()
+            model.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
 
     compile_s = None
     if case["attn"] == "flex_attention" or cuda:  # compile / CUDA warm-up, not measured
         t0 = time.perf_counter()
         step()
-        sync()
         compile_s = time.perf_counter() - t0
-    times, peaks = [], []
-    for _ in range(case["calls"]):
-        if cuda:
-            sync()
-            torch.cuda.reset_peak_memory_stats()
-            start = torch.cuda.memory_allocated() / 2**20
-        else:
-            pc.reset_peak_rss()
-            start = pc.current_rss_mib()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-        peaks.append((torch.cuda.max_memory_allocated() / 2**20 if cuda else pc.peak_rss_mib()) - start)
-    times.sort()
+    times, peaks = measure_calls(step, case["calls"], memory)
     result = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "mem_unit": "MiB allocated (CUDA)" if cuda else "MiB RSS",
+        "mem_unit": memory.unit,
         "case": case,
         "row_width": int(batch["input_ids"].size(1)),
         "rows": int(batch["input_ids"].size(0)),
         "tokens": int(batch["attention_mask"].sum()),
         "response_tokens": response,
-        "time_s": times[len(times) // 2],
+        "time_s": statistics.median(times),
         "first_call_s": compile_s,
         "peak_increase_mib": max(peaks),
-        "rss_after_load_mib": rss_load,
+        "rss_after_load_mib": memory_after_load,
     }
     print("[attention] " + json.dumps({k: result[k] for k in ("time_s", "peak_increase_mib")} | {
         k: case[k] for k in ("layout", "attn", "mode", "row_tokens")}), flush=True)  # fmt: skip
     return result
 
 
+def measure_calls(call, n: int, memory: MemoryProbe) -> tuple[list[float], list[float]]:
+    """Time and peak memory increase (MiB) of `n` calls of `call`."""
+    times, peaks = [], []
+    for _ in range(n):
+        memory.reset_peak()
+        start = memory.current()
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        peaks.append(memory.peak() - start)
+    return times, peaks
+
+
 # ---------------------------------------------------------------------------------------------------------- LM head
 def lm_head_case(case: dict) -> dict:
     """TRL's chunked log-prob LM head alone (`trl.kernels.ChunkedLogProbFunction`, the function its fused LM head
     calls, with DPOTrainer's outputs: log-probs, entropy, mean logit, top-1): forward + backward over `case['n']`
-    positions, hidden size and vocabulary of `case['model']`. Returns the median time and the peak RSS increase."""
+    positions, hidden size and vocabulary of `case['model']`, on CPU. Returns the median time and the peak RSS
+    increase."""
     import torch
     from trl.kernels import ChunkedLogProbFunction
     from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
     torch.set_num_threads(case["threads"])
-    shape = pc.MODEL_SHAPES[case["model"]]
+    shape = MODEL_SHAPES[case["model"]]
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(case["n"], shape["hidden_size"], generator=g, requires_grad=True)
     weight = (torch.randn(shape["vocab_size"], shape["hidden_size"], generator=g) * 0.02).requires_grad_(True)
@@ -238,40 +222,24 @@ def lm_head_case(case: dict) -> dict:
         hidden.grad = weight.grad = None
 
     call()  # warm-up
-    times, peaks = [], []
-    for _ in range(case["calls"]):
-        pc.reset_peak_rss()
-        start = pc.current_rss_mib()
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-        peaks.append(pc.peak_rss_mib() - start)
-    times.sort()
-    return {"case": case, "time_s": times[len(times) // 2], "peak_increase_mib": max(peaks)}
+    times, peaks = measure_calls(call, case["calls"], MemoryProbe(cuda=False))
+    return {"case": case, "time_s": statistics.median(times), "peak_increase_mib": max(peaks)}
 
 
-def run_subprocess_cases(function: str, cases: list[dict], in_process: bool, max_busy: float | None = None):
-    """Run `function(case)` of this module for each case, each in a fresh subprocess unless `in_process`."""
+def run_each(function, cases: list[dict], in_process: bool, quiet: QuietMachine) -> list[dict]:
+    """`function(case)` (a function of this module) for each case, each in a fresh subprocess unless `in_process`; a
+    failing subprocess (e.g. flex attention failing to compile) is recorded as an error and the next case runs."""
     results = []
     for case in cases:
-        if max_busy is not None:
-            pc.wait_between_cases(max_busy, 180.0)
-        print(f"[bench] {function} {case}", file=sys.stderr, flush=True)
+        quiet.wait_before_case()
+        print(f"[bench] {function.__name__} {case}", file=sys.stderr, flush=True)
         if in_process:
-            results.append(globals()[function](case))
+            results.append(function(case))
             continue
-        env = dict(os.environ, **pc.MALLOC_ENV)
-        env["PYTHONPATH"] = os.pathsep.join([str(pc.REPO_ROOT), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-        proc = subprocess.run(
-            [sys.executable, "-c", f"import json, sys, scaling; "
-             f"print('@@RESULT@@' + json.dumps(scaling.{function}(json.loads(sys.argv[1]))))", json.dumps(case)],
-            capture_output=True, text=True, env=env, cwd=pc.REPO_ROOT,
-        )  # fmt: skip
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
-        if lines:
-            results.append(json.loads(lines[0][len("@@RESULT@@") :]))
-        else:  # e.g. flex_attention failing to compile: record the error, keep going
-            results.append({"case": case, "error": proc.stderr[-2000:]})
+        try:
+            results.append(run_in_subprocess("benchmarks.scaling", function.__name__, case))
+        except RuntimeError as error:
+            results.append({"case": case, "error": str(error)[-2000:]})
     return results
 
 
@@ -291,7 +259,7 @@ def plot_lm_head(results: list[dict], path: Path, machine: str) -> None:
     for ax in axes:
         ax.set_xlabel("positions scored")
         ax.grid(alpha=0.3)
-    shape = pc.MODEL_SHAPES[rs[0]["case"]["model"]] if rs else {}
+    shape = MODEL_SHAPES[rs[0]["case"]["model"]] if rs else {}
     fig.suptitle(f"TRL chunked log-prob LM head on CPU (hidden {shape.get('hidden_size')}, vocab "
                  f"{shape.get('vocab_size')}; {machine})", fontsize=9)  # fmt: skip
     fig.tight_layout()
@@ -313,7 +281,7 @@ def plot_lengths(table: list[dict], sweep: str, lm_head: str, path: Path, machin
         if not rows:
             continue
         x = [r["length"] for r in rows]
-        label = pc.METHOD_LABELS[method]
+        label = METHOD_LABELS[method]
         axes[0].plot(x, [r["time_ratio"] for r in rows], "o-", color=colors[method], label=f"{label}: time")
         axes[0].plot(x, [r["token_ratio"] for r in rows], "--", color=colors[method], label=f"{label}: tokens")
         axes[1].plot(x, [r["memory_ratio"] for r in rows], "o-", color=colors[method], label=f"{label}: peak memory")
@@ -388,29 +356,8 @@ def main(argv=None):
     parser.add_argument("--attention-impls", nargs="+", default=["sdpa", "eager", "flex_attention"])
     parser.add_argument("--eager-max-row", type=int, default=4096, help="longest row measured with eager attention")
     parser.add_argument("--in-process", action="store_true")
-    parser.add_argument("--max-load", type=float, default=None)
-    parser.add_argument("--max-wait", type=float, default=2400.0)
-    parser.add_argument(
-        "--max-busy",
-        type=float,
-        default=None,
-        help="before each run, wait while this many other tasks are runnable on average",
-    )
-    parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
-    parser.add_argument(
-        "--max-other-cores",
-        type=float,
-        default=None,
-        help="run again when other processes used more CPU cores than this during a run",
-    )
-    parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument(
-        "--patience",
-        type=float,
-        default=None,
-        help="after this many seconds, stop waiting for a quiet machine and stop re-running",
-    )
-    parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "scaling.json")
+    QuietMachine.add_arguments(parser)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "scaling.json")
     parser.add_argument("--plots-dir", type=Path, default=None, help="where the PNGs go (default: next to --output)")
     args = parser.parse_args(argv)
     import warnings
@@ -425,25 +372,25 @@ def main(argv=None):
         args.threads = 1
     plots_dir = args.plots_dir or args.output.parent
     plots_dir.mkdir(parents=True, exist_ok=True)
-    command = " ".join([Path(sys.executable).name] + sys.argv)
     started = time.time()
-    tokenizer_dir = pc.prepare_tokenizer(None, vocab_size=2000)  # synthetic data only: pseudo-words
-    wait = pc.wait_for_quiet_machine(args.max_load, args.max_wait) if args.max_load else None
-    load_start = pc.load_average()
-    machine = pc.machine_info()
+    tokenizer_dir = prepare_tokenizer(None, small=True)  # synthetic data only: pseudo-words
+    quiet = QuietMachine.from_args(args)
+    wait = quiet.wait_at_start()
+    load_start = load_average()
+    machine = machine_info()
     machine_label = f"{machine.get('cpu_model', 'CPU')}, {args.threads} threads"
-    shape = pc.MODEL_SHAPES["tiny" if args.smoke else "llama-32k"]
+    shape = MODEL_SHAPES["tiny" if args.smoke else "llama-32k"]
     model_label = (f"{shape['architecture']} {shape['num_layers']}x{shape['hidden_size']}, "
                    f"vocab {shape['vocab_size']}, fp32, batch {args.batch_size} pair(s)")  # fmt: skip
 
     payload = {
         "benchmark": "scaling",
-        "command": command,
+        "command": command_line(),
         "machine": machine,
         "load_average_start": load_start,
         "wait_for_quiet": wait,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "model_shape": pc.MODEL_SHAPES["tiny" if args.smoke else "llama-32k"],
+        "settings": vars(args),
+        "model_shape": shape,
     }
     plots = []
     if "lengths" in args.parts:
@@ -452,19 +399,8 @@ def main(argv=None):
         log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
         if log_path is not None and log_path.exists():
             log_path.unlink()
-        results = pc.run_cases(
-            cases,
-            args.repeats,
-            args.in_process,
-            log_path,
-            args.max_busy,
-            args.case_wait,
-            args.max_other_cores,
-            args.max_attempts,
-            args.patience,
-        )
-        summary = pc.summarize(results, ("sweep", "length", "lm_head", "method"))
-        table = length_table(summary)
+        results = run_cases(cases, args.repeats, args.in_process, log_path, quiet)
+        table = length_table(summarize(results, LENGTH_KEY))
         payload["lengths"] = {"ratios": table, "runs": results}
         for sweep in args.sweeps:
             for lm_head in args.lm_head:
@@ -482,7 +418,7 @@ def main(argv=None):
                 )
     if "attention" in args.parts:
         cases = []
-        cpu = not args.smoke and not __import__("torch").cuda.is_available() or args.smoke
+        cpu = args.smoke or not __import__("torch").cuda.is_available()
         for mode in ("train", "forward"):
             for row_tokens in args.attention_rows:
                 for layout, attn in [("two_row", "sdpa")] + [("tree", a) for a in args.attention_impls]:
@@ -504,7 +440,7 @@ def main(argv=None):
                             cpu=cpu,
                         )  # fmt: skip
                     )
-        results = run_subprocess_cases("attention_case", cases, args.in_process, args.max_busy)
+        results = run_each(attention_case, cases, args.in_process, quiet)
         payload["attention"] = results
         path = plots_dir / "scaling_attention.png"
         plot_attention(results, path)
@@ -519,7 +455,7 @@ def main(argv=None):
     if "lm_head" in args.parts:
         cases = [dict(model="tiny" if args.smoke else "llama-32k", n=n, calls=2 if args.smoke else 3,
                       threads=args.threads) for n in args.lm_head_positions]  # fmt: skip
-        results = run_subprocess_cases("lm_head_case", cases, args.in_process, args.max_busy)
+        results = run_each(lm_head_case, cases, args.in_process, quiet)
         payload["lm_head"] = results
         path = plots_dir / "lm_head_cpu.png"
         plot_lm_head(results, path, machine_label)
@@ -528,10 +464,10 @@ def main(argv=None):
             if "error" not in r:
                 print(f"lm head {r['case']['n']:5d} positions: {1000 * r['time_s'] / r['case']['n']:.3f} ms/position, "
                       f"peak +{r['peak_increase_mib']:.0f} MiB")  # fmt: skip
-    payload["load_average_end"] = pc.load_average()
+    payload["load_average_end"] = load_average()
     payload["wall_time_s"] = time.time() - started
     payload["plots"] = plots
-    pc.write_json(args.output, payload)
+    write_json(args.output, payload)
     print(f"wrote {args.output} and {', '.join(plots)}")
     return 0
 

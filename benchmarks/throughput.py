@@ -39,9 +39,8 @@ python benchmarks/throughput.py --smoke --output /tmp/throughput_smoke.json
 ```
 """
 
-from __future__ import annotations
-
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -50,8 +49,14 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import perf_common as pc  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common.case import METHOD_FIELDS, METHOD_LABELS, METHODS, Case, run_settings  # noqa: E402
+from benchmarks.common.data import DATASETS, dataset_rows, hh_sample, load_tokenizer, prepare_tokenizer  # noqa: E402
+from benchmarks.common.env import DEFAULT_HH, RESULTS_DIR, command_line, write_json  # noqa: E402
+from benchmarks.common.exactness import differences, four_logps  # noqa: E402
+from benchmarks.common.machine import QuietMachine, load_average, machine_info  # noqa: E402
+from benchmarks.common.models import MODEL_SHAPES  # noqa: E402
+from benchmarks.common.runner import ratio, run_cases, summarize  # noqa: E402
 
 
 VARIANTS = ("live", "precomputed", "lora", "max_alt", "qwen2", "compact", "compact_targets")
@@ -62,78 +67,46 @@ BATCH_SIZE = {"hh": 4, "chat": 4, "long": 2}
 BASELINE_OF = {"max_alt": "live", "compact_targets": "compact"}
 
 
-def build_cases(args, tokenizer_dir: str) -> list[dict]:
+def variant_fields(variant: str, data: str, smoke: bool) -> dict:
+    """The `Case` fields a variant changes against the baseline (`live`)."""
+    return {
+        "live": {},
+        "precomputed": {"reference": "precomputed"},
+        "lora": {"reference": "lora"},
+        "max_alt": {"max_alternative_length": MAX_ALT[data]},
+        "qwen2": {"model": "tiny-qwen2" if smoke else "qwen2-32k"},
+        "compact": {"lm_head": "compact"},
+        "compact_targets": {"lm_head": "compact", "unconditional_metrics": False},
+    }[variant]
+
+
+def build_cases(args, tokenizer_dir: str) -> list[Case]:
+    settings = dict(run_settings(args, tokenizer_dir), attn=args.attn)
     cases = []
-    model = "tiny" if args.smoke else "llama-32k"
     for data in args.datasets:
         for variant in args.variants:
             if variant == "qwen2" and data == "long" and not args.smoke:
                 continue  # Qwen2's shape differs from Llama's by q/k/v biases only: its HH runs show the family
-            methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else pc.METHODS
+            methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else METHODS
             for method in methods:
-                case = dict(
-                    label=f"{data}/{variant}/{method}",
-                    variant=variant,
-                    method=method,
-                    model=("qwen2-32k" if not args.smoke else "tiny") if variant == "qwen2" else model,
-                    data=data,
-                    batch_size=args.batch_size or BATCH_SIZE[data],
-                    warmup=args.warmup,
-                    steps=args.steps,
-                    reference={"precomputed": "precomputed", "lora": "lora"}.get(variant, "live"),
-                    max_alternative_length=MAX_ALT[data] if variant == "max_alt" else None,
-                    lm_head="compact" if variant.startswith("compact") else args.lm_head,
-                    score_targets_only=variant == "compact_targets",
-                    attn=args.attn,
-                    threads=args.threads,
-                    hh_path=str(args.data_path) if args.data_path else None,
-                    tokenizer_dir=tokenizer_dir,
-                    seed=0,
+                fields = dict(METHOD_FIELDS[method], model="tiny" if args.smoke else "llama-32k", lm_head=args.lm_head)
+                fields.update(variant_fields(variant, data, args.smoke))
+                batch_size = args.batch_size or BATCH_SIZE[data]
+                label = f"{data}/{variant}/{method}"
+                cases.append(
+                    Case(**fields, **settings, data=data, batch_size=batch_size, variant=variant, label=label)
                 )
-                if args.smoke and variant == "qwen2":
-                    case["model_overrides"] = {"architecture": "qwen2"}
-                cases.append(case)
     return cases
 
 
-def prefix_sharing_exactness(model_key: str, tokenizer_dir: str, data: str, hh_path, batch_size: int, threads: int,
-                             smoke: bool) -> dict:  # fmt: skip
+def prefix_sharing_exactness(model_key: str, tokenizer_dir: str, data: str, hh_path, batch_size: int) -> dict:
     """Max |difference| of `c_w, c_l, u_w, u_l` between the two-row and the prefix-shared layouts (fp32, one batch,
     policy = reference = the benchmark model)."""
-    import torch
-    from datasets import Dataset
-
-    from trl_inspo import InSPOConfig, InSPOTrainer
-    from trl_inspo.tiny import build_model
-
-    torch.set_num_threads(threads)
-    tokenizer = pc.load_tokenizer(tokenizer_dir)
-    rows, used = pc.dataset_rows(data, batch_size, hh_path)
-    shape = dict(pc.MODEL_SHAPES[model_key])
-    values = {}
-    for prefix_sharing in (False, True):
-        model = build_model(tokenizer, seed=0, max_position_embeddings=4096, **shape)
-        config = InSPOConfig(
-            output_dir="/tmp/inspo-exactness", report_to="none", bf16=False, use_cpu=True, max_length=None,
-            per_device_train_batch_size=batch_size, prefix_sharing=prefix_sharing,
-        )  # fmt: skip
-        trainer = InSPOTrainer(
-            model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-        )
-        examples = [trainer.train_dataset[i] for i in range(len(rows))]
-        batch = trainer.data_collator(examples)
-        with torch.no_grad():
-            chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)
-        values[prefix_sharing] = torch.cat([chosen, rejected], dim=1)  # (B, 4): c_w, u_w, c_l, u_l
-    diff = (values[True] - values[False]).abs()
-    return {
-        "model": model_key,
-        "data_used": used,
-        "pairs": len(rows),
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float((diff / values[False].abs().clamp(min=1e-6)).max()),
-        "mean_abs_logp": float(values[False].abs().mean()),
-    }
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rows, used = dataset_rows(data, batch_size, hh_path)
+    shape = MODEL_SHAPES[model_key]
+    two_row, shared = (four_logps(rows, tokenizer, shape, "cpu", layout, "sdpa") for layout in (False, True))
+    return {"model": model_key, "data_used": used, "pairs": len(rows), **differences(shared, two_row)}
 
 
 def ratio_table(summary: dict, datasets, variants) -> list[dict]:
@@ -144,18 +117,18 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
             base = summary.get((data, BASELINE_OF.get(variant, variant), "dpo"))
             if base is None:
                 continue
-            for method in ("dpo", "inspo", "inspo_ps"):
+            for method in METHODS:
                 s = summary.get((data, variant, method))
                 if s is None:
                     continue
-                token_ratio = pc.ratio(s["tokens_per_step"], base["tokens_per_step"])
+                token_ratio = ratio(s["tokens_per_step"], base["tokens_per_step"])
                 paired = [
                     t / b
                     for ts, bs in zip(s["step_times_by_repeat_s"], base["step_times_by_repeat_s"])
                     for t, b in zip(ts, bs)
                 ]
-                time_ratio = pc.ratio(s["step_time_s"], base["step_time_s"])
-                mem_ratio = pc.ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"])
+                time_ratio = ratio(s["step_time_s"], base["step_time_s"])
+                mem_ratio = ratio(s["step_peak_increase_mib"], base["step_peak_increase_mib"])
                 rows.append(
                     {
                         "data": data,
@@ -178,13 +151,13 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
                         "time_ratio": time_ratio,
                         "paired_step_time_ratio_median": statistics.median(paired),
                         "token_ratio": token_ratio,
-                        "position_ratio": pc.ratio(s["positions_per_step"], base["positions_per_step"]),
-                        "scored_ratio": pc.ratio(s["scored_per_step"], base["scored_per_step"]),
+                        "position_ratio": ratio(s["positions_per_step"], base["positions_per_step"]),
+                        "scored_ratio": ratio(s["scored_per_step"], base["scored_per_step"]),
                         "memory_ratio": mem_ratio,
-                        "memory_ratio_mean_step": pc.ratio(
+                        "memory_ratio_mean_step": ratio(
                             s["step_peak_increase_mean_mib"], base["step_peak_increase_mean_mib"]
                         ),
-                        "whole_run_memory_ratio": pc.ratio(
+                        "whole_run_memory_ratio": ratio(
                             s["peak_increase_over_load_mib"], base["peak_increase_over_load_mib"]
                         ),
                         "time_target_met": time_ratio <= 1.1 * token_ratio,
@@ -202,7 +175,7 @@ def format_table(rows: list[dict]) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['data_used']} | {r['variant']} | {pc.METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | "
+            f"| {r['data_used']} | {r['variant']} | {METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | "
             f"{r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | {r['step_peak_increase_mib']:.0f} | "
             f"{r['time_ratio']:.2f} | {r['token_ratio']:.2f} | {r['position_ratio']:.2f} | {r['memory_ratio']:.2f} | "
             f"{'yes' if r['time_target_met'] else 'no'} | {'yes' if r['memory_target_met'] else 'no'} |"
@@ -216,10 +189,10 @@ def main(argv=None):
     parser.add_argument(
         "--data-path",
         type=Path,
-        default=pc.DEFAULT_HH,
+        default=DEFAULT_HH,
         help="HH-RLHF sample (jsonl); synthetic chat-like data is used when it is absent",
     )
-    parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=["hh", "long", "chat"])
+    parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=sorted(DATASETS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -229,54 +202,22 @@ def main(argv=None):
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--lm-head", default="stock", choices=["stock", "compact"])
     parser.add_argument("--in-process", action="store_true", help="run every case in this process (no subprocess)")
-    parser.add_argument(
-        "--max-load",
-        type=float,
-        default=None,
-        help="wait until the 1-minute load average is below this before measuring",
-    )
-    parser.add_argument("--max-wait", type=float, default=2400.0)
-    parser.add_argument(
-        "--max-busy",
-        type=float,
-        default=None,
-        help="before each run, wait while this many other tasks are runnable on average",
-    )
-    parser.add_argument("--case-wait", type=float, default=600.0, help="longest wait before one run (s)")
-    parser.add_argument(
-        "--max-other-cores",
-        type=float,
-        default=None,
-        help="run again when other processes used more CPU cores than this during a run",
-    )
-    parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument(
-        "--patience",
-        type=float,
-        default=None,
-        help="after this many seconds, stop waiting for a quiet machine and stop re-running",
-    )
-    parser.add_argument("--output", type=Path, default=pc.RESULTS_DIR / "throughput.json")
+    QuietMachine.add_arguments(parser)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "throughput.json")
     parser.add_argument(
         "--resummarize",
         action="store_true",
         help="recompute the ratios of an existing --output file from its runs (no new runs)",
     )
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if args.resummarize:
-        import json
-
         payload = json.loads(args.output.read_text())
         settings = payload["settings"]
-        summary = pc.summarize(payload["runs"], ("data", "variant", "method"))
+        summary = summarize(payload["runs"], ("data", "variant", "method"))
         payload["ratios"] = ratio_table(summary, settings["datasets"], settings["variants"])
-        pc.write_json(args.output, payload)
+        write_json(args.output, payload)
         print(format_table(payload["ratios"]))
         return 0
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
     if args.smoke:
         args.repeats, args.warmup, args.steps, args.in_process, args.threads = 1, 1, 2, True, 1
         args.batch_size = args.batch_size or 2
@@ -284,67 +225,46 @@ def main(argv=None):
             args.datasets = ["hh"]
         if args.variants == list(VARIANTS):
             args.variants = ["live", "max_alt"]
-    command = " ".join([Path(sys.executable).name] + sys.argv)
-    if args.data_path is not None and not Path(args.data_path).exists():
-        print(f"[bench] {args.data_path} not found: using synthetic chat-like data instead", file=sys.stderr)
-        args.data_path = None
+    args.data_path = hh_sample(args.data_path)
 
     started = time.time()
-    tokenizer_dir = pc.prepare_tokenizer(
-        args.data_path, vocab_size=2000 if args.smoke else 8000, max_hh_rows=50 if args.smoke else None
-    )
-    wait = pc.wait_for_quiet_machine(args.max_load, args.max_wait) if args.max_load else None
-    load_start = pc.load_average()
+    tokenizer_dir = prepare_tokenizer(args.data_path, small=args.smoke)
+    quiet = QuietMachine.from_args(args)
+    wait = quiet.wait_at_start()
+    load_start = load_average()
 
-    exactness = []
-    for model_key in ["tiny"] if args.smoke else ["llama-32k", "qwen2-32k"]:
-        exactness.append(
-            prefix_sharing_exactness(
-                model_key,
-                tokenizer_dir,
-                args.datasets[0],
-                args.data_path,
-                2 if args.smoke else 4,
-                args.threads,
-                args.smoke,
-            )  # fmt: skip
-        )
+    import torch
+
+    torch.set_num_threads(args.threads)
+    exactness = [
+        prefix_sharing_exactness(model_key, tokenizer_dir, args.datasets[0], args.data_path, 2 if args.smoke else 4)
+        for model_key in (["tiny"] if args.smoke else ["llama-32k", "qwen2-32k"])
+    ]
     cases = build_cases(args, tokenizer_dir)
     # raw runs, appended as they finish (survives a crash)
     log_path = None if args.smoke else Path(tempfile.gettempdir()) / (args.output.stem + ".runs.jsonl")
     if log_path is not None and log_path.exists():
         log_path.unlink()
-    results = pc.run_cases(
-        cases,
-        args.repeats,
-        args.in_process,
-        log_path,
-        args.max_busy,
-        args.case_wait,
-        args.max_other_cores,
-        args.max_attempts,
-        args.patience,
-    )
-    summary = pc.summarize(results, ("data", "variant", "method"))
+    results = run_cases(cases, args.repeats, args.in_process, log_path, quiet)
+    summary = summarize(results, ("data", "variant", "method"))
     table = ratio_table(summary, args.datasets, args.variants)
-    load_end = pc.load_average()
 
     payload = {
         "benchmark": "throughput",
-        "command": command,
-        "machine": pc.machine_info(),
+        "command": command_line(),
+        "machine": machine_info(),
         "load_average_start": load_start,
-        "load_average_end": load_end,
+        "load_average_end": load_average(),
         "wait_for_quiet": wait,
         "wall_time_s": time.time() - started,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "model_shapes": {k: pc.MODEL_SHAPES[k] for k in {c["model"] for c in cases}},
-        "datasets": {d: pc.DATASETS.get(d, d) for d in args.datasets},
+        "settings": vars(args),
+        "model_shapes": {k: MODEL_SHAPES[k] for k in {c.model for c in cases}},
+        "datasets": {d: DATASETS[d] for d in args.datasets},
         "prefix_sharing_exactness": exactness,
         "ratios": table,
         "runs": results,
     }
-    pc.write_json(args.output, payload)
+    write_json(args.output, payload)
     print(format_table(table))
     for e in exactness:
         print(f"prefix sharing exactness ({e['model']}, {e['data_used']}): max |diff| {e['max_abs_diff']:.2e} "

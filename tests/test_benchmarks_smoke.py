@@ -9,9 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from benchmarks import gpu
+from benchmarks.common.flops import pair_counts
+from benchmarks.common.models import MODEL_SHAPES
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +80,8 @@ def test_scaling_smoke(tmp_path):
     for plot in payload["plots"]:
         assert Path(plot).stat().st_size > 1000
     runs = payload["lengths"]["runs"]
-    assert {r["case"]["length"] for r in runs} == {16, 32}
+    assert {r["length"] for r in payload["lengths"]["ratios"]} == {16, 32}
+    assert {r["case"]["response_tokens"] for r in runs} == {16, 32}  # the smoke sweeps the response length
     for r in runs:
         # synthetic rows of exact lengths: prompt x = 16 tokens, both responses `length` tokens, no padding
         x, y, b = r["case"]["prompt_tokens"], r["case"]["response_tokens"], r["case"]["batch_size"]
@@ -104,6 +110,66 @@ def test_gpu_smoke(tmp_path):
     for r in payload["table"]:
         assert r["tokens_per_s"] > 0 and r["tflops_model"] > 0
     assert "MFU" in stdout
+
+
+def test_gpu_preset_llama3_8b_smoke(tmp_path):
+    """The 8B preset's own code path on CPU: the GPU run's case list with tiny shapes, every case run (flex attention
+    has no backward on CPU: those are listed as skipped), counting what the FLOP model assumes."""
+    payload, stdout = run_script("gpu", tmp_path, "--preset", "llama3-8b")
+    assert payload["preset"] == "llama3-8b" and payload["smoke"] and not payload["errors"] and payload["complete"]
+    assert "| InSPO prefix-shared |" in stdout
+
+    # The GPU run's cases (same data proportions), in the same order, on tiny shapes of the same architectures
+    _, args = gpu.parse_args(["--preset", "llama3-8b"])
+    means = {data: tuple(m) for data, m in payload["mean_lengths"].items()}
+    gpu_plan = gpu.plan(gpu.build_cases(args, "tokenizer", gpu.data_points(args, means)), means, 989.0)
+    fields = ("data", "batch_size", "method", "attn", "unconditional_metrics", "reference", "gradient_checkpointing")
+    assert len(payload["plan"]) == len(gpu_plan) == 48
+    for smoke, planned in zip(payload["plan"], gpu_plan):
+        assert [smoke["case"][k] for k in fields] == [planned["case"][k] for k in fields]
+        arch = MODEL_SHAPES[smoke["case"]["model"]]["architecture"]
+        assert arch == MODEL_SHAPES[planned["case"]["model"]]["architecture"]
+    assert {p["case"]["model"] for p in gpu_plan} == {"llama3-8b", "qwen2-0.5b"}
+    assert {p["case"]["prompt_tokens"] + 2 * p["case"]["response_tokens"] for p in gpu_plan} == {1024, 2048}
+    for p in gpu_plan:
+        assert p["case"]["reference"] == "lora" and p["case"]["gradient_checkpointing"] and not p["skipped"]
+        assert p["case"]["prefix_sharing"] is (p["case"]["method"] == "inspo_ps")
+    # The planned GPU time fits the preset's budget (an H100's peak)
+    assert sum(p["planned_s"] for p in gpu_plan) / 60 < args.max_minutes
+
+    skipped = [p for p in payload["plan"] if p["skipped"]]
+    assert skipped and all(p["case"]["attn"] == "flex_attention" for p in skipped)
+    assert len(payload["runs"]) == len(payload["plan"]) - len(skipped)
+    for r in payload["runs"]:
+        c = r["case"]
+        assert c["reference"] == "lora" and c["gradient_checkpointing"]
+        assert 0 < r["trainable_parameters"] < r["num_parameters"]  # LoRA adapters only
+        # Every step fed what the planning FLOP model counts for pairs of these lengths
+        expected = pair_counts(c["method"], c["prompt_tokens"], c["response_tokens"], c["unconditional_metrics"])
+        for batch in r["batches"]:
+            assert {k: batch[k] for k in expected} == {k: c["batch_size"] * v for k, v in expected.items()}
+    for row in payload["table"]:
+        assert row["tokens_per_s"] > 0 and row["tflops_model"] > 0 and row["time_ratio"] > 0
+
+
+def test_gpu_max_minutes_leaves_a_partial_result(tmp_path):
+    """Cases that would end past `--max-minutes` are left out, and the JSON says so."""
+    _, args = gpu.parse_args(["--preset", "llama3-8b", "--output", str(tmp_path / "gpu.json")])
+    cases = gpu.build_cases(args, "tokenizer", [{"data": "hh", "batch_size": 1}])
+    payload = {"peak_bf16_tflops": None, "runs": [], "plan": gpu.plan(cases, {"hh": ("hh", 100, 50)}, 989.0)}
+    gpu.run_plan(payload, cases, args, started=time.time() - 60 * args.max_minutes)  # the budget is spent
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert not written["runs"] and not written["complete"]
+    assert all("--max-minutes" in p["skipped"] for p in written["plan"])
+
+
+def test_gpu_prefix_sharing_value_is_passed_through():
+    """A `--prefix-sharing` value other than true/false reaches the case unchanged (for `InSPOConfig`)."""
+    _, args = gpu.parse_args(["--preset", "llama3-8b", "--prefix-sharing", "auto"])
+    cases = gpu.build_cases(args, "tokenizer", [{"data": "hh", "batch_size": 1}])
+    assert {c.method: c.prefix_sharing for c in cases} == {"dpo": False, "inspo": False, "inspo_ps=auto": "auto"}
+    _, args = gpu.parse_args(["--prefix-sharing", "true"])
+    assert args.prefix_sharing is True
 
 
 def test_gpu_exactness_smoke(tmp_path):
