@@ -50,7 +50,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common.case import METHOD_FIELDS, METHOD_LABELS, METHODS, Case, run_settings  # noqa: E402
+from benchmarks.common.case import METHOD_FIELDS, METHODS, Case, method_label, run_settings  # noqa: E402
 from benchmarks.common.data import DATASETS, dataset_rows, hh_sample, load_tokenizer, prepare_tokenizer  # noqa: E402
 from benchmarks.common.env import DEFAULT_HH, RESULTS_DIR, command_line, write_json  # noqa: E402
 from benchmarks.common.exactness import differences, four_logps  # noqa: E402
@@ -87,7 +87,7 @@ def build_cases(args, tokenizer_dir: str) -> list[Case]:
         for variant in args.variants:
             if variant == "qwen2" and data == "long" and not args.smoke:
                 continue  # Qwen2's shape differs from Llama's by q/k/v biases only: its HH runs show the family
-            methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else METHODS
+            methods = ("inspo", "inspo_ps") if variant in BASELINE_OF else args.methods
             for method in methods:
                 fields = dict(METHOD_FIELDS[method], model="tiny" if args.smoke else "llama-32k", lm_head=args.lm_head)
                 fields.update(variant_fields(variant, data, args.smoke))
@@ -117,7 +117,7 @@ def ratio_table(summary: dict, datasets, variants) -> list[dict]:
             base = summary.get((data, BASELINE_OF.get(variant, variant), "dpo"))
             if base is None:
                 continue
-            for method in METHODS:
+            for method in METHOD_FIELDS:
                 s = summary.get((data, variant, method))
                 if s is None:
                     continue
@@ -175,7 +175,7 @@ def format_table(rows: list[dict]) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['data_used']} | {r['variant']} | {METHOD_LABELS[r['method']]} | {r['step_time_s']:.3f} | "
+            f"| {r['data_used']} | {r['variant']} | {method_label(r['method'])} | {r['step_time_s']:.3f} | "
             f"{r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | {r['step_peak_increase_mib']:.0f} | "
             f"{r['time_ratio']:.2f} | {r['token_ratio']:.2f} | {r['position_ratio']:.2f} | {r['memory_ratio']:.2f} | "
             f"{'yes' if r['time_target_met'] else 'no'} | {'yes' if r['memory_target_met'] else 'no'} |"
@@ -194,6 +194,9 @@ def main(argv=None):
     )
     parser.add_argument("--datasets", nargs="+", default=["hh", "long"], choices=sorted(DATASETS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=list(METHOD_FIELDS), help="e.g. add inspo_ps=auto"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)

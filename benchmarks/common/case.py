@@ -10,6 +10,7 @@ METHOD_FIELDS = {
     "dpo": {"trainer": "dpo"},
     "inspo": {"trainer": "inspo", "prefix_sharing": False},
     "inspo_ps": {"trainer": "inspo", "prefix_sharing": True},
+    "inspo_ps=auto": {"trainer": "inspo", "prefix_sharing": "auto"},
 }
 METHOD_LABELS = {"dpo": "DPOTrainer", "inspo": "InSPO two-row", "inspo_ps": "InSPO prefix-shared"}
 

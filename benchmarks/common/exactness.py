@@ -26,9 +26,8 @@ def four_logps(rows: list[dict], tokenizer, shape: dict, device: str, prefix_sha
     )
     trainer = InSPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))]))
-    with torch.no_grad():
-        chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)
-    return torch.cat([chosen, rejected], dim=1).float().cpu()
+    values = trainer._ref_logps(trainer.model, batch, score_alternatives=True)  # no_grad inside
+    return torch.stack([values[0], values[2], values[1], values[3]], dim=1).float().cpu()
 
 
 def differences(values, base) -> dict:
