@@ -100,6 +100,8 @@ TINY = dict(
     max_position_embeddings=512,
 )
 
+SHAPES = {"qwen2-0.5b": QWEN2_0_5B, "tiny": TINY}
+
 BF16_UNIT_ROUNDOFF = 2.0**-8  # 8 significant bits
 FP32_UNIT_ROUNDOFF = 2.0**-24
 ATOL = 1e-6  # float32 logging of the per-step means
@@ -394,7 +396,7 @@ def run_case(case: Case, opts: dict) -> dict | None:
     """
     import torch
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from trl_inspo import InSPOConfig, InSPOTrainer
 
@@ -432,12 +434,13 @@ def run_case(case: Case, opts: dict) -> dict | None:
         peft_config = LoraConfig(
             r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
         )
-    model = opts["model_dir"]
+    model, processing_class = opts["model_dir"], None
     if case.copied_reference:
         # A model instance without a name or path, loaded after the config (under ZeRO-3 that is inside zero.Init):
         # InSPOTrainer then deep-copies it for the reference.
         model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="sdpa")
         model.config._name_or_path = ""
+        processing_class = AutoTokenizer.from_pretrained(opts["model_dir"])  # there is no path to load it from
         partitioned_at_load = hasattr(next(model.parameters()), "ds_id")
 
     class Recorder(TrainerCallback):
@@ -465,7 +468,14 @@ def run_case(case: Case, opts: dict) -> dict | None:
 
     timer = Recorder()
     started = time.perf_counter()
-    trainer = InSPOTrainer(model=model, args=config, train_dataset=dataset, peft_config=peft_config, callbacks=[timer])
+    trainer = InSPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=processing_class,
+        peft_config=peft_config,
+        callbacks=[timer],
+    )
     init_seconds = time.perf_counter() - started
     resume = None
     if case.resume_of:
@@ -821,6 +831,39 @@ def tolerance_summary(num_layers: int, steps: int) -> dict:
     }
 
 
+SCORING_RESERVE_S = 60  # reloading and scoring the saved models at the end
+MIN_CASE_S = 40  # no case starts with less time than this left
+
+
+def import_errors(modules) -> dict:
+    import importlib
+
+    errors = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any failure to import is reported, whatever its kind
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    return errors
+
+
+def run_process_group(cmd: list[str], env: dict, cwd: Path, timeout: float) -> tuple:
+    """Run `cmd` in its own process group and kill the whole group on a time-out: the launcher's worker processes
+    must not outlive it (they hold the GPU)."""
+    import signal
+
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return f"timeout after {timeout:.0f} s", out.decode(errors="replace")
+
+
 def gpu_run(args) -> dict:
     """The real check: build the model once, launch every case, compare, score the saves."""
     started = time.perf_counter()
@@ -833,19 +876,24 @@ def gpu_run(args) -> dict:
         "versions": versions(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "dry_run")},
     }
+    # Version mismatches are reported (the wheels travel with --no-deps); only a failing import stops the check.
     payload["requirement_problems"] = requirement_problems()
+    payload["import_errors"] = import_errors(("torch", "transformers", "trl", "accelerate", "peft", "datasets"))
+    deepspeed_error = import_errors(("deepspeed",))
+    payload["import_errors"].update(deepspeed_error)
     payload["example_configs"] = check_example_configs()
     config_paths = write_configs(work / "configs")
     payload["launch_arguments"] = {name: check_launch_arguments(path, name) for name, path in config_paths.items()}
-    payload["tolerance"] = tolerance_summary(QWEN2_0_5B["num_hidden_layers"], args.steps)
-    blocking = [p for p in payload["requirement_problems"] if not p.startswith("deepspeed")]
-    if blocking:
-        payload["status"] = "aborted: unmet requirements (add wheels with benchmarks/build_gpu_wheels.sh)"
+    shape = SHAPES[args.shape]
+    payload["tolerance"] = tolerance_summary(shape["num_hidden_layers"], args.steps)
+    if set(payload["import_errors"]) - {"deepspeed"}:
+        payload["status"] = "aborted: imports fail (add wheels with benchmarks/build_gpu_wheels.sh)"
+        payload["ok"] = False
         write_json(output, payload)
         return payload
     model_dir = work / "model"
     payload["model"] = build_model_dir(
-        model_dir, QWEN2_0_5B, "bfloat16", tokenizer_vocab=args.tokenizer_vocab, seed=args.seed
+        model_dir, shape, "bfloat16", tokenizer_vocab=args.tokenizer_vocab, seed=args.seed
     )
     selected = [CASES_BY_NAME[name] for name in args.cases] if args.cases else list(CASES)
     env = {
@@ -858,15 +906,19 @@ def gpu_run(args) -> dict:
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
     }
-    records, logs = {}, {}
+    records = {}
     payload["runs"] = records
+    log = Path(args.log) if args.log else work / "runs.log"
+    log.write_text("")
     for case in selected:
         elapsed = time.perf_counter() - started
-        if elapsed > args.budget_s:
-            records[case.name] = {"status": f"skipped: time budget ({elapsed:.0f} s > {args.budget_s} s)"}
+        # what is left of the budget once the saves are scored (SCORING_RESERVE_S)
+        left = args.budget_s - SCORING_RESERVE_S - elapsed
+        if left < MIN_CASE_S:
+            records[case.name] = {"status": f"skipped: time budget ({elapsed:.0f} s of {args.budget_s:.0f} s used)"}
             continue
-        if case.deepspeed and any(p.startswith("deepspeed") for p in payload["requirement_problems"]):
-            records[case.name] = {"status": "not run: deepspeed not installed"}
+        if case.deepspeed and deepspeed_error:
+            records[case.name] = {"status": f"not run: {deepspeed_error['deepspeed']}"}
             continue
         if case.resume_of and "series" not in records.get(case.resume_of, {}):
             records[case.name] = {"status": f"not run: {case.resume_of} (the checkpoint) did not run"}
@@ -876,16 +928,10 @@ def gpu_run(args) -> dict:
         result.parent.mkdir(parents=True, exist_ok=True)
         cmd = launch_command(case, config_paths[case.launcher], worker_args(opts, result), free_port())
         launch_started = time.perf_counter()
-        timeout = max(30.0, min(args.case_timeout_s, args.budget_s + 60 - elapsed))
-        try:
-            proc = subprocess.run(
-                cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout
-            )
-            returncode, text = proc.returncode, proc.stdout.decode(errors="replace")
-        except subprocess.TimeoutExpired as exc:
-            returncode, text = "timeout", (exc.stdout or b"").decode(errors="replace")
+        returncode, text = run_process_group(cmd, env, work, timeout=min(args.case_timeout_s, left))
         wall = time.perf_counter() - launch_started
-        logs[case.name] = text
+        with open(log, "a") as f:
+            f.write(f"\n===== {case.name} (exit {returncode}, {wall:.0f} s) =====\n{text[-20000:]}")
         if returncode == 0 and result.exists():
             records[case.name] = load_record(result)
             records[case.name]["launch_seconds"] = wall
@@ -899,17 +945,16 @@ def gpu_run(args) -> dict:
         )
         write_json(output, payload)  # partial results survive a time-out
 
-    num_layers = QWEN2_0_5B["num_hidden_layers"]
+    num_layers = shape["num_hidden_layers"]
+    device = "cuda" if payload["versions"].get("device") else "cpu"
     try:
-        score_all(records, selected, model_dir, load_rows(16), "cuda", rtol(num_layers, args.steps))
+        score_all(records, selected, model_dir, load_rows(16), device, rtol(num_layers, args.steps))
     except Exception as exc:
         payload["scoring_error"] = f"{type(exc).__name__}: {exc}"
     payload["analysis"] = analyse(records, selected, num_layers, BF16_UNIT_ROUNDOFF, args.beta, args.save_step)
     payload["seconds"] = time.perf_counter() - started
     payload["ok"] = all(r["ok"] for r in payload["analysis"].values())
     write_json(output, payload)
-    if args.log:
-        Path(args.log).write_text("".join(f"\n===== {name} =====\n{text[-20000:]}" for name, text in logs.items()))
     return payload
 
 
@@ -928,7 +973,10 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, default=0.5, help="see the module docstring")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer-vocab", type=int, default=2048)
-    parser.add_argument("--budget-s", type=float, default=450, help="no case starts after this many seconds")
+    parser.add_argument(
+        "--shape", default="qwen2-0.5b", choices=sorted(SHAPES), help="tiny: CPU smoke test of launches"
+    )
+    parser.add_argument("--budget-s", type=float, default=480, help="the whole check ends within about this")
     parser.add_argument("--case-timeout-s", type=float, default=180)
     # worker (one launched run)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -943,7 +991,10 @@ def main(argv=None):
         case = CASES_BY_NAME[args.case]
         opts = {key: getattr(args, key) for key in SHARED_OPTIONS}
         opts.update(model_dir=args.model_dir, output_dir=args.output_dir, resume_dir=args.resume_dir)
-        opts.update(bf16=True, use_cpu=False)
+        import torch
+
+        cuda = torch.cuda.is_available()  # without CUDA (a CPU smoke test of the launches): fp32 on CPU
+        opts.update(bf16=cuda, use_cpu=not cuda)
         record = run_case(case, opts)
         if record is not None:
             write_json(Path(args.result), record)
