@@ -74,7 +74,9 @@ REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = REPO / "examples" / "accelerate_configs"
 DATA = REPO / "examples" / "data" / "quickstart.jsonl"
 
-# Qwen2-0.5B (Qwen/Qwen2-0.5B-Instruct's config.json): 494M parameters with the tied embeddings.
+# Qwen2-0.5B's config (Qwen/Qwen2-0.5B-Instruct's config.json; the base model's has max_position_embeddings 131072):
+# 494,032,768 parameters with the tied embeddings, biases on the q/k/v projections (Qwen2's attention), no sliding
+# window. Stored in bf16 (its torch_dtype).
 QWEN2_0_5B = dict(
     hidden_size=896,
     intermediate_size=4864,
