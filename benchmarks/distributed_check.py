@@ -13,7 +13,7 @@ config and saved to a local directory (every run loads it by path, so TRL reload
 | `zero2` | `deepspeed_zero2.yaml` | live reference (ZeRO stage 0 engine, as TRL prepares it) |
 | `plain_lora` | none | the LoRA baseline (reference = adapter-disabled policy) |
 | `zero3_lora`, `fsdp2_lora` | ZeRO-3 / FSDP2 | adapter-disabled reference under sharding; adapter save |
-| `zero3_copied_ref` | `deepspeed_zero3.yaml` | a model instance without a path (InSPO deep-copies the reference) |
+| `zero3_copied_ref` | `deepspeed_zero3.yaml` | a model instance without a path: InSPO deep-copies the reference |
 
 Every run uses the same seed, data order and hyperparameters. Per step it logs the loss and the policy's sequence
 log-probabilities (`logps/chosen`, `logps/rejected`); they are compared with the baseline run step by step. Each
