@@ -867,17 +867,32 @@ def run_process_group(cmd: list[str], env: dict, cwd: Path, timeout: float) -> t
 
 
 def gpu_run(args) -> dict:
-    """The real check: build the model once, launch every case, compare, score the saves."""
+    """The real check: build the model once, launch every case, compare, score the saves. The JSON is rewritten after
+    each step, and a crash of the check itself is recorded in it with its traceback."""
+    import traceback
+
+    payload = {
+        "mode": "gpu",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "dry_run")},
+    }
+    try:
+        return _gpu_run(args, payload)
+    except Exception:
+        payload["status"] = "crashed"
+        payload["traceback"] = traceback.format_exc()
+        payload["ok"] = False
+        write_json(Path(args.output), payload)
+        print(payload["traceback"], file=sys.stderr)
+        return payload
+
+
+def _gpu_run(args, payload: dict) -> dict:
     started = time.perf_counter()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     output = Path(args.output)
-    payload = {
-        "mode": "gpu",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "versions": versions(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "dry_run")},
-    }
+    payload["versions"] = versions()
     # Version mismatches are reported (the wheels travel with --no-deps); only a failing import stops the check.
     payload["requirement_problems"] = requirement_problems()
     payload["import_errors"] = import_errors(("torch", "transformers", "trl", "accelerate", "peft", "datasets"))
@@ -888,6 +903,7 @@ def gpu_run(args) -> dict:
     payload["launch_arguments"] = {name: check_launch_arguments(path, name) for name, path in config_paths.items()}
     shape = SHAPES[args.shape]
     payload["tolerance"] = tolerance_summary(shape["num_hidden_layers"], args.steps)
+    write_json(output, payload)
     if set(payload["import_errors"]) - {"deepspeed"}:
         payload["status"] = "aborted: imports fail (add wheels with benchmarks/build_gpu_wheels.sh)"
         payload["ok"] = False
@@ -897,6 +913,8 @@ def gpu_run(args) -> dict:
     payload["model"] = build_model_dir(
         model_dir, shape, "bfloat16", tokenizer_vocab=args.tokenizer_vocab, seed=args.seed
     )
+    payload["model"]["build_seconds"] = time.perf_counter() - started
+    write_json(output, payload)
     selected = [CASES_BY_NAME[name] for name in args.cases] if args.cases else list(CASES)
     env = {
         **os.environ,
