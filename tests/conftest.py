@@ -113,7 +113,8 @@ def config_kwargs(tmp_path, **overrides):
 def make_trainer(
     trainer_cls, tmp_path, model_factory, tokenizer, dataset, *, ref=True, dtype=torch.float32, **overrides
 ):
-    """An `InSPOTrainer` or a `trl.DPOTrainer` (with its own config class) on the tiny policy of seed 0 and, with `ref`,
+    """An `InSPOTrainer` or a `trl.DPOTrainer` (with its own config class) on the tiny policy of seed 0 and, with
+    `ref`,
     a separate reference of seed 1: the same models for both trainers, so that their numbers can be compared."""
     from trl import DPOConfig, DPOTrainer
 

@@ -161,3 +161,30 @@ def test_shipped_tiny_model_is_the_deterministic_build(tmp_path, path):
     assert a.config.to_dict() == b.config.to_dict() | {"_name_or_path": a.config._name_or_path}
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pa, pb, msg=name)
+
+
+def test_first_hour_paper_cuts(tmp_path, tiny_model_dir, capsys):
+    """What a new user hits first: an empty local file, evaluation on a single local file, and the help text."""
+    from trl_inspo.cli import cli_main, make_parser
+    from trl_inspo.errors import InSPODataError
+
+    base = ["--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    for path in (empty, blank):  # `datasets` itself ends in a bare StopIteration on these
+        with pytest.raises(InSPODataError, match=f"The dataset '{path}' is empty"):
+            cli_main(base + ["--dataset_name", str(path)])
+
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in make_rows(8)))
+    with pytest.raises(ValueError) as error:
+        cli_main(base + ["--dataset_name", str(data), "--eval_strategy", "steps"])
+    message = str(error.value)
+    assert "`eval_strategy='steps'`" in message and "IntervalStrategy" not in message
+    assert "train.jsonl and a test.jsonl" in message and "--eval_strategy no" in message
+
+    make_parser().print_help()
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "local .json/.jsonl/.csv/.parquet file or a folder" in help_text

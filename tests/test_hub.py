@@ -202,7 +202,11 @@ def test_push_to_hub_uploads_model_tokenizer_and_inspo_card(tmp_path, model_fact
     metadata, body = card_sections(card)
     assert {"trl", "inspo"} <= set(metadata["tags"]) and metadata["model_name"] == "tiny-inspo"
     assert "## InSPO training options" in body and "`reference_conditioning` | `'conditional'`" in body
-    assert 'model="someone/tiny-inspo"' in body  # the quick start points to the pushed repo
+    # the quick start loads the pushed repo and answers from the prompt alone (no second response)
+    quick_start = body[body.index("## Quick start") : body.index("## Training procedure")]
+    assert "AutoModelForCausalLM.from_pretrained('someone/tiny-inspo')" in quick_start
+    assert "from the prompt alone" in quick_start and "model.generate(**inputs" in quick_start
+    assert "time machine" not in quick_start  # not TRL's generic chat example
     assert "@article{li2025inspo" in body
 
 
@@ -257,3 +261,24 @@ def test_cli_push_to_hub(tmp_path, tiny_model_dir, fake_hub):
     assert "| `alternative_separator` | `' \\| '` |" in card
     assert f"| Dataset | `{data}` (local path) |" in card
     assert os.path.exists(out / "README.md") and (out / "README.md").read_text() == card
+
+
+def test_dropped_rows_reach_the_card_and_a_json_file(tmp_path, tiny_model_dir):
+    """A command-line user cannot reach `trainer.inspo_data_report`: the counts are written beside the model and in
+    the card."""
+    rows = make_rows(8)
+    rows[2]["rejected"] = rows[2]["chosen"]  # identical responses
+    rows[5]["chosen"] = "  "  # empty response
+    args = InSPOConfig(**config_kwargs(tmp_path, max_steps=1))
+    trainer = InSPOTrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(rows))
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card()
+    report = json.loads((tmp_path / "out" / "inspo_data_report.json").read_text())
+    assert report["train"]["rows"] == 8
+    assert report["train"]["dropped"] == {"empty_response": 1, "identical_responses": 1, "prompt_too_long": 0}
+    assert report["train"]["first_row"] == {"identical_responses": 2, "empty_response": 5}
+    _, body = card_sections((tmp_path / "out" / "README.md").read_text())
+    checks = body.split("### Data checks")[1]
+    assert "dropped 2 of 8 rows: 1 empty_response (e.g. row 5), 1 identical_responses (e.g. row 2)" in checks
+    assert body.index("### Data checks") < body.index("### Framework versions")

@@ -182,3 +182,24 @@ def test_reference_free_losses_precompute_nothing(tmp_path, model_factory, token
     assert "ref_chosen_logps" not in trainer.train_dataset.column_names
     trainer.train()
     assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+
+
+def test_cache_key_tells_checkpoints_apart_when_trl_hashes_placeholders(
+    tmp_path, model_factory, tokenizer, monkeypatch
+):
+    """Under ZeRO-3, TRL's hash of a partitioned model covers only empty placeholders, so two checkpoints of one
+    architecture hash alike; InSPO's key also holds the model id, so their caches differ."""
+    import trl.trainer.dpo_trainer as dpo_module
+
+    monkeypatch.setattr(dpo_module, "hash_module", lambda module: "same-placeholders")
+    data = Dataset.from_list(make_rows(6)).map(lambda r: r)
+    files = []
+    for name in ("org/checkpoint-a", "org/checkpoint-b"):
+        model, reference = model_factory(seed=0), model_factory(seed=1)
+        reference.config._name_or_path = name
+        args = InSPOConfig(**config_kwargs(tmp_path / name, precompute_ref_log_probs=True, max_length=None))
+        trainer = InSPOTrainer(
+            model=model, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer
+        )
+        files.append(trainer.reference_cache_files["train"])
+    assert files[0] != files[1]

@@ -195,13 +195,20 @@ def test_tree_block_mask_memory_does_not_grow_with_t_squared():
     assert float(growth_mib) < 256
 
 
-def test_qwen2_family(tmp_path, model_factory, tokenizer, preference_dataset):
-    def qwen2(seed=0, **kw):
-        return model_factory(seed=seed, architecture="qwen2", num_kv_heads=2, **kw)
+@pytest.mark.parametrize("architecture", ["qwen2", "qwen3", "mistral", "gemma"])
+def test_model_families(tmp_path, model_factory, tokenizer, preference_dataset, architecture):
+    """The families `prefix_sharing="auto"` packs as trees (`PREFIX_SHARING_VERIFIED`): the same numbers as two
+    rows."""
+    from trl_inspo.prefix_sharing import PREFIX_SHARING_VERIFIED
 
-    shared = _trainer(tmp_path, qwen2, tokenizer, preference_dataset, True, beta=0.5, unconditional_loss_weight=0.5)
-    plain = _trainer(tmp_path, qwen2, tokenizer, preference_dataset, False, beta=0.5, unconditional_loss_weight=0.5)
-    assert shared.model.config.model_type == "qwen2"
+    extra = {"sliding_window": None} if architecture == "mistral" else {}  # Mistral-7B-v0.2+ configs; v0.1 is refused
+
+    def family(seed=0, **kw):
+        return model_factory(seed=seed, architecture=architecture, num_kv_heads=2, **extra, **kw)
+
+    shared = _trainer(tmp_path, family, tokenizer, preference_dataset, True, beta=0.5, unconditional_loss_weight=0.5)
+    plain = _trainer(tmp_path, family, tokenizer, preference_dataset, False, beta=0.5, unconditional_loss_weight=0.5)
+    assert shared.model.config.model_type == architecture in PREFIX_SHARING_VERIFIED
     assert_same(_loss_and_metrics(shared, PAIRS), _loss_and_metrics(plain, PAIRS))
 
 
@@ -229,7 +236,7 @@ def test_precomputed_reference_with_prefix_sharing(tmp_path, model_factory, toke
     pre = _trainer(tmp_path / "pre", model_factory, tokenizer, preference_dataset, True, beta=0.5,
                    precompute_ref_log_probs=True)  # fmt: skip
     examples = [pre.train_dataset[i] for i in range(4)]
-    assert all(len(e["ref_chosen_logps"]) == 2 for e in examples)
+    assert all(isinstance(e["ref_chosen_prompt_only_logps"], float) for e in examples)
     keys = ("prompt_ids", "chosen_ids", "rejected_ids")
     assert_same(_loss_and_metrics(pre, examples), _loss_and_metrics(live, [{k: e[k] for k in keys} for e in examples]))
 

@@ -233,3 +233,39 @@ def test_reference_copy_of_a_patched_model_runs_its_own_weights(
         fresh_logits = model_factory()(input_ids=ids).logits  # the initial weights, unpatched
     torch.testing.assert_close(ref_logits, fresh_logits)
     assert not torch.allclose(ref_logits, policy_logits)
+
+
+def test_zero3_partitioned_model_without_a_path_asks_for_a_reference(
+    tmp_path, model_factory, tokenizer, preference_dataset
+):
+    """A model built in memory under DeepSpeed ZeRO-3 holds empty placeholders that `copy.deepcopy` cannot turn into
+    a reference model (found by benchmarks/distributed_check.py): a clear error instead of a failure inside
+    DeepSpeed."""
+    model = model_factory()
+    for i, param in enumerate(model.parameters()):
+        param.ds_id = i  # what ZeRO-3's partitioning leaves on every parameter
+    with pytest.raises(ValueError, match="ZeRO-3.*Pass `ref_model`"):
+        InSPOTrainer(
+            model=model,
+            args=InSPOConfig(**config_kwargs(tmp_path)),
+            train_dataset=preference_dataset,
+            processing_class=tokenizer,
+        )
+
+
+def test_fsdp_precompute_copies_the_reference_where_dpo_trainer_loads_one(
+    tmp_path, model_factory, tokenizer, preference_dataset, monkeypatch
+):
+    """Under FSDP, TRL loads a reference even with `precompute_ref_log_probs` (the policy is not sharded yet); a model
+    without a path must then get its frozen copy, as without precompute."""
+    import trl_inspo.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "_fsdp_requested", lambda args: True)
+    trainer = InSPOTrainer(
+        model=model_factory(),
+        args=InSPOConfig(**config_kwargs(tmp_path, precompute_ref_log_probs=True)),
+        train_dataset=preference_dataset,
+        processing_class=tokenizer,
+    )
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
+    assert "ref_chosen_prompt_only_logps" in trainer.train_dataset.column_names

@@ -258,7 +258,7 @@ def test_attn_implementation_attribute(model_factory):
         assert model.config._attn_implementation == implementation, entry(name)
 
 
-# ---------------------------------------------------------------------------------------------------------- self-checks
+# ---------------------------------------------------------------------------------------------------------- self-check
 def test_reference_skip_checks_itself(tmp_path, tiny_model_dir, tokenizer, monkeypatch):
     """If TRL stops loading models through `create_model_from_path`, the reference-free skip notices instead of
     training with a stray reference model."""

@@ -5,7 +5,7 @@ are unchanged, the unconditional metrics are not logged, and combinations that n
 import pytest
 import torch
 
-from trl_inspo import InSPOConfig, InSPOConfigError, InSPOTrainer
+from trl_inspo import InSPOConfig, InSPOTrainer, InSPOWarning
 
 from .conftest import config_kwargs
 from .test_logps_and_losses import PAIRS
@@ -81,10 +81,11 @@ def test_reference_forward_keeps_prompt_only_values_when_needed(
         tmp_path, model_factory, tokenizer, preference_dataset, False, reference_conditioning="prompt_only"
     )
     batch = trainer.data_collator([dict(e) for e in PAIRS])
-    ref_c_w, ref_c_l, ref_u_w, ref_u_l = trainer._reference_values(batch)
-    full_chosen, full_rejected = trainer.compute_ref_log_probs(trainer.ref_model, batch)
-    torch.testing.assert_close(ref_u_w, full_chosen[:, 1])
-    torch.testing.assert_close(ref_u_l, full_rejected[:, 1])
+    _, prompt_only = trainer._reference_values(batch)
+    full = trainer._ref_logps(trainer.ref_model, batch, score_alternatives=True)
+    torch.testing.assert_close(prompt_only.chosen, full.chosen_unconditional)
+    torch.testing.assert_close(prompt_only.rejected, full.rejected_unconditional)
+    ref_u_w = prompt_only.chosen
     assert (ref_u_w < 0).all()  # really scored, not the zeros of a skipped segment
 
 
@@ -102,12 +103,20 @@ def test_training_runs_and_logs_no_unconditional_metrics(tmp_path, model_factory
     [
         (dict(unconditional_loss_weight=0.5), "unconditional_loss_weight=0.5"),
         (dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]), "loss_type ['sft']"),
-        (dict(loss_type=["sft", "orpo"], loss_weights=[1.0, 0.1]), "loss_type ['orpo', 'sft']"),
+        (dict(loss_type=["sft", "orpo"], loss_weights=[1.0, 0.1]), "loss_type ['sft']"),
     ],
 )
-def test_refused_when_a_loss_reads_the_unconditional_values(tmp_path, options, needle):
-    with pytest.raises(InSPOConfigError) as error:
-        InSPOConfig(**config_kwargs(tmp_path, unconditional_metrics=False, **options))
-    message = str(error.value)
-    assert "`unconditional_metrics=False`" in message and needle in message
-    assert "Set `unconditional_metrics=True`" in message
+def test_without_effect_when_a_loss_reads_the_unconditional_values(tmp_path, options, needle):
+    """A loss that reads `log pi(y | x)` needs the alternative segments scored: `unconditional_metrics=False` then has
+    no effect (a warning), and they are scored and logged."""
+    with pytest.warns(InSPOWarning) as record:
+        args = InSPOConfig(**config_kwargs(tmp_path, unconditional_metrics=False, **options))
+    message = " ".join(str(w.message) for w in record)
+    assert "`unconditional_metrics=False` has no effect" in message and needle in message
+    assert args.scores_alternatives
+
+
+def test_orpo_alone_reads_no_unconditional_values(tmp_path):
+    """ORPO's odds-ratio term reads the conditional values only (its NLL is the separate 'sft' loss)."""
+    args = InSPOConfig(**config_kwargs(tmp_path, unconditional_metrics=False, loss_type=["orpo"]))
+    assert not args.scores_alternatives

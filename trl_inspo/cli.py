@@ -32,8 +32,8 @@ class InSPOScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Dataset to load: a Hugging Face Hub id, or a local .json/.jsonl/.csv/.parquet file or a folder of "
-            "such files (a folder holding train.jsonl and test.jsonl gives a 'train' and a 'test' split). If "
+            "help": "Dataset to load: a Hugging Face Hub id, or a local .json/.jsonl/.csv/.parquet file or a folder "
+            "of such files (a folder holding train.jsonl and test.jsonl gives a 'train' and a 'test' split). If "
             "`datasets` is provided, this is ignored."
         },
     )
@@ -58,8 +58,8 @@ def load_preference_dataset(script_args, dataset_args):
             raise ValueError(
                 f"Cannot read the local dataset file {name!r}: use a .json, .jsonl, .csv or .parquet file."
             )
-        if os.path.getsize(name) == 0:
-            raise _empty_data_error(name)
+    if os.path.exists(name) and _blank(name):
+        raise _empty_data_error(name)
     try:
         if os.path.isfile(name):
             dataset = load_dataset(_FILE_BUILDERS[extension], data_files=name)
@@ -70,6 +70,17 @@ def load_preference_dataset(script_args, dataset_args):
     if not isinstance(dataset, DatasetDict) and not hasattr(dataset, "keys"):
         dataset = DatasetDict({script_args.dataset_train_split: dataset})
     return dataset
+
+
+def _blank(path: str) -> bool:
+    """Whether a local data file (or every data file of a folder) holds nothing but whitespace."""
+    if os.path.isdir(path):
+        files = [os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1].lower() in _FILE_BUILDERS]
+        return bool(files) and all(_blank(f) for f in files)
+    if os.path.getsize(path) > 1 << 20:
+        return False
+    with open(path, "rb") as f:
+        return not f.read().strip()
 
 
 def _empty_data_error(name: str) -> InSPODataError:

@@ -142,7 +142,8 @@ class DataCollatorForInSPO(DataCollatorMixin):
 
     It returns `input_ids`, `attention_mask`, `completion_mask` (the target segment), `alternative_mask` (the
     alternative segment; it follows the prompt directly, so its log-probabilities are the unconditional ones) and
-    passes `ref_chosen_logps` / `ref_rejected_logps` through when the examples carry them. Truncation rules are those of
+    passes `ref_chosen_logps` / `ref_rejected_logps` through when the examples carry them. Truncation rules are those
+    of
     [`inspo_segment_lengths`]; no Python loop runs per token.
 
     Args:
@@ -225,7 +226,9 @@ class DataCollatorForInSPO(DataCollatorMixin):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         n = len(examples)
         seg = self.segment_lengths(examples)
-        if self.prefix_sharing is True or (self.prefix_sharing == "auto" and use_tree_rows(seg, self.pad_to_multiple_of)):
+        if self.prefix_sharing is True or (
+            self.prefix_sharing == "auto" and use_tree_rows(seg, self.pad_to_multiple_of)
+        ):
             output = build_prefix_shared_batch(
                 examples, seg, self.separator_ids, self.pad_token_id, self.pad_to_multiple_of
             )

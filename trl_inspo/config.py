@@ -37,7 +37,8 @@ class InSPOConfig(DPOConfig):
     other response*: the chosen response is conditioned on the rejected one and vice versa. Every field of
     [`trl.DPOConfig`] keeps its meaning; the fields below are added.
 
-    Every configuration that `trl.DPOTrainer` trains with is accepted. An option that has no effect in the configuration
+    Every configuration that `trl.DPOTrainer` trains with is accepted. An option that has no effect in the
+    configuration
     (e.g. `label_smoothing` with the `"sigmoid"` loss) gets one [`~trl_inspo.errors.InSPOWarning`]; an
     [`~trl_inspo.errors.InSPOConfigError`] is raised only for invalid values and for combinations that would make the
     InSPO computation wrong.
@@ -160,9 +161,9 @@ class InSPOConfig(DPOConfig):
         metadata={
             "help": "Pack each pair into one row that holds the prompt once, with the two responses as branches of a "
             "tree (4D attention mask, per-branch position ids): the same log-probabilities as the two-row layout for "
-            "fewer tokens. Needs attn_implementation 'sdpa', 'flex_attention' or 'eager' and no sliding-window layers. "
-            "'auto': per batch, when the tree rows hold at most 3/4 of the two-row tokens and the model runs sdpa "
-            "attention; the two-row layout otherwise."
+            "fewer tokens. Needs attn_implementation 'sdpa', 'flex_attention' or 'eager' and no sliding-window "
+            "layers. 'auto': per batch, when the tree rows hold at most 3/4 of the two-row tokens and the model "
+            "runs sdpa attention without sliding windows; the two-row layout otherwise."
         },
     )
     unconditional_metrics: bool = field(

@@ -208,7 +208,8 @@ class _Pairs:
 
 
 def _sigmoid(p: _Pairs) -> torch.Tensor:
-    # DPO. R-DPO (Park et al., 2024) maximises E[r - alpha |y|] - beta KL, so r = beta log(pi/pi_ref) + alpha |y| + const
+    # DPO. R-DPO (Park et al., 2024) maximises E[r - alpha |y|] - beta KL, so r = beta log(pi/pi_ref) + alpha |y| +
+    # const
     # and the Bradley-Terry margin gains + alpha (|y_w| - |y_l|): a longer chosen response needs a smaller log-ratio
     # margin, i.e. the implicit reward is penalised by alpha per token
     return -F.logsigmoid(p.beta * p.delta + p.rdpo_alpha * (p.chosen_lengths - p.rejected_lengths))

@@ -16,7 +16,8 @@ its own branch and its ancestors only (a 4D attention mask), and its position id
 
 exactly as the two separate rows do, with the prompt processed once. The prompt's last token is copied into each
 top-level branch (one extra token per branch) because it predicts the first token of two branches, while a causal LM
-head takes one label per position. Labels are pre-shifted (`shift_labels`: position `i` predicts its child in the tree),
+head takes one label per position. Labels are pre-shifted (`shift_labels`: position `i` predicts its child in the
+tree),
 which TRL's fused LM head accepts.
 
 Segment lengths (truncation) are those of the unshared layout, so the four log-probabilities are the same numbers.
@@ -257,6 +258,9 @@ def tree_block_mask(tree_segment_ids: torch.Tensor, block_size: int = 128):
 
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention")
+# Model families whose tree rows give the two-row log-probabilities in the test suite (`tests/test_prefix_sharing.py`):
+# `prefix_sharing="auto"` packs trees for these only (`True` accepts any model that passes the checks below).
+PREFIX_SHARING_VERIFIED = frozenset({"llama", "qwen2", "qwen3", "mistral", "gemma"})
 
 
 def check_prefix_sharing_support(model) -> None:
@@ -277,7 +281,8 @@ def check_prefix_sharing_support(model) -> None:
     attn = getattr(model.config, "_attn_implementation", None)
     if attn not in SUPPORTED_ATTENTION:
         raise ValueError(
-            f"`prefix_sharing=True` needs a custom 4D attention mask, which attn_implementation={attn!r} does not take. "
+            f"`prefix_sharing=True` needs a custom 4D attention mask, which attn_implementation={attn!r} does not "
+            f"take. "
             f"Load the model with attn_implementation='sdpa' (or 'flex_attention' for long rows, or 'eager'), e.g. "
             f"`model_init_kwargs={{'attn_implementation': 'sdpa'}}` / `--attn_implementation sdpa`. {fallback}"
         )

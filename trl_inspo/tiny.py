@@ -20,7 +20,15 @@ from collections.abc import Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -62,6 +70,15 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1000, add_bos: bool 
     return tokenizer
 
 
+ARCHITECTURES = {
+    "llama": LlamaConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+    "mistral": MistralConfig,
+    "gemma": GemmaConfig,
+}
+
+
 def build_model(
     tokenizer,
     architecture: str = "llama",
@@ -76,9 +93,12 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
     tie_word_embeddings: bool = False,
+    **config_kwargs,
 ):
-    """A randomly initialised causal LM (`"llama"` or `"qwen2"`) built from a config, seeded for reproducibility."""
-    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
+    """A randomly initialised causal LM (`"llama"`, `"qwen2"`, `"qwen3"`, `"mistral"` or `"gemma"`) built from a
+    config,
+    seeded for reproducibility; `config_kwargs` go to the config (e.g. `rope_theta`)."""
+    config_cls = ARCHITECTURES[architecture]
     config = config_cls(
         vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
@@ -91,6 +111,7 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=tie_word_embeddings,
+        **config_kwargs,
     )
     config._attn_implementation = attn_implementation
     with torch.random.fork_rng():

@@ -34,7 +34,7 @@ from .losses import (
     logps_by_kind,
     wpo_pair_weights,
 )
-from .prefix_sharing import check_prefix_sharing_support, tree_attention_mask
+from .prefix_sharing import PREFIX_SHARING_VERIFIED, check_prefix_sharing_support, tree_attention_mask
 from .validation import VISION_COLUMNS, RowLayout, first_example, prepare_preference_dataset, vision_error
 
 
@@ -211,7 +211,8 @@ class InSPOTrainer(DPOTrainer):
         self.inspo_data_report = {}
         self.reference_cache_files = {}  # split -> the cache file of its precomputed reference values
 
-        # A model instance built from a config has no path to reload the reference from: copy it instead.
+        # A model instance built from a config has no path to reload the reference from: copy it instead, wherever
+        # DPOTrainer would load one (it keeps none with PEFT, nor with a precomputed reference outside FSDP).
         if (
             ref_model is None
             and not isinstance(model, str)
@@ -219,8 +220,14 @@ class InSPOTrainer(DPOTrainer):
             and not args.reference_free
             and peft_config is None
             and not is_peft_model(model)
-            and not args.precompute_ref_log_probs
+            and not (args.precompute_ref_log_probs and not _fsdp_requested(args))
         ):
+            if any(hasattr(p, "ds_id") for p in model.parameters()):
+                raise ValueError(
+                    "The model was built in memory (it has no name or path to reload a reference from) and its "
+                    "parameters are partitioned by DeepSpeed ZeRO-3, so it cannot be copied into a reference model. "
+                    "Pass `ref_model`, save the model and pass its path, or set `precompute_ref_log_probs=True`."
+                )
             logger.info("The model has no name or path to reload a reference from; using a frozen copy of it.")
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             # A model that went through a TRL trainer carries a patched `forward` whose closure holds the original
@@ -276,7 +283,8 @@ class InSPOTrainer(DPOTrainer):
     def _check_prefix_sharing(self):
         """`prefix_sharing=True`: every model must run tree rows exactly (clear error otherwise). `"auto"`: tree rows
         only where they pay and are exact, i.e. with sdpa attention and no sliding windows; two rows otherwise."""
-        models = [m for m in (self.model, self.ref_model) if m is not None]
+        # (a DeepSpeed engine's `config` is DeepSpeed's: check the model inside)
+        models = [self.accelerator.unwrap_model(m) for m in (self.model, self.ref_model) if m is not None]
         if self.args.prefix_sharing is True:
             for model in models:
                 check_prefix_sharing_support(model)
@@ -285,10 +293,12 @@ class InSPOTrainer(DPOTrainer):
             try:
                 for model in models:
                     check_prefix_sharing_support(model)
-                sdpa = all(_attn_implementation(m) == "sdpa" for m in models)
+                usable = all(
+                    _attn_implementation(m) == "sdpa" and _model_type(m) in PREFIX_SHARING_VERIFIED for m in models
+                )
             except ValueError:
-                sdpa = False
-            collator.prefix_sharing = "auto" if sdpa else False
+                usable = False
+            collator.prefix_sharing = "auto" if usable else False
 
     @staticmethod
     def build_collator(args: InSPOConfig, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForInSPO:
@@ -577,7 +587,17 @@ class InSPOTrainer(DPOTrainer):
         # weights the reference tokens), and are stored differently: key on all of it, so that neither a cache written
         # by DPOTrainer nor one written for another InSPO layout can be read back.
         model_hash = self._precompute_model_hash
-        self._precompute_model_hash = Hasher.hash((model_hash, "trl-inspo/v2", self._layout_key(), self.ld_alpha))
+        # TRL's hash of a ZeRO-3-partitioned model covers only empty placeholders: the model's id and revision tell
+        # two checkpoints of the same architecture apart there.
+        config = self.accelerator.unwrap_model(self.ref_model or self.model).config
+        model_id = (
+            get_config_model_id(config),
+            getattr(config, "_commit_hash", None),
+            str(getattr(config, "dtype", "")),
+        )
+        self._precompute_model_hash = Hasher.hash(
+            (model_hash, "trl-inspo/v2", model_id, self._layout_key(), self.ld_alpha)
+        )
         # TRL's loop stores, for each row, what `compute_ref_log_probs` returns: the four values, here
         self.compute_ref_log_probs = self._stacked_ref_log_probs
         try:
@@ -630,10 +650,10 @@ class InSPOTrainer(DPOTrainer):
             missing = [key for key in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS if key not in inputs]
             if missing:
                 raise ValueError(
-                    f"The precomputed reference columns {missing} are missing from the batch. InSPOTrainer writes four "
-                    f"columns ({list(REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS)}); a dataset precomputed by DPOTrainer has "
-                    "only the first two, which hold DPO's values. Remove these columns and let InSPOTrainer precompute "
-                    "them."
+                    f"The precomputed reference columns {missing} are missing from the batch. InSPOTrainer writes "
+                    f"four columns ({list(REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS)}); a dataset precomputed by "
+                    "DPOTrainer has only the first two, which hold DPO's values. Remove these columns and let "
+                    "InSPOTrainer precompute them."
                 )
             chosen, rejected, chosen_prompt, rejected_prompt = (
                 inputs[k] for k in REF_COLUMNS + PROMPT_ONLY_REF_COLUMNS
@@ -795,9 +815,19 @@ class InSPOTrainer(DPOTrainer):
             metrics[f"logps{prefix}/rejected"].append(gather(l).mean().item())
 
 
+def _fsdp_requested(args) -> bool:
+    """Whether the run is sharded with FSDP (the Trainer is not built yet: read the arguments and the launcher)."""
+    return bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
+
+
 def _attn_implementation(model) -> str | None:
     unwrapped = model.get_base_model() if is_peft_model(model) else model
     return getattr(unwrapped.config, "_attn_implementation", None)
+
+
+def _model_type(model) -> str | None:
+    unwrapped = model.get_base_model() if is_peft_model(model) else model
+    return getattr(unwrapped.config.get_text_config(), "model_type", None)
 
 
 def _split_reference_columns(dataset: Dataset) -> Dataset:

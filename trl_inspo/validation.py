@@ -27,7 +27,8 @@ Preparing a preference dataset has three outcomes for a row:
 `InSPOConfig.strict_data` turns any of these reasons into an [`InSPODataError`].
 
 The checks run as two batched `map` passes that add a reason column, each followed by a filter: one on the raw text
-before TRL's `DPOTrainer._prepare_dataset` (value types and formats, rows TRL's prompt extraction cannot handle), one on
+before TRL's `DPOTrainer._prepare_dataset` (value types and formats, rows TRL's prompt extraction cannot handle), one
+on
 its tokens after it (empty and identical responses, lengths). The same functions serve map-style and streamed
 datasets; a dataset's format is decided from its content, as TRL does, not from its Arrow types.
 """
