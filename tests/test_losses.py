@@ -15,6 +15,7 @@ from trl_inspo.losses import (
     LOSSES,
     REFERENCE_FREE_LOSS_TYPES,
     SUPPORTED_LOSS_TYPES,
+    PairLogps,
     combined_preference_loss,
     inspo_logps,
     preference_loss,
@@ -105,9 +106,8 @@ def test_sorting_and_sft_losses_read_the_whole_batch():
 def test_combined_loss_weights_losses_and_pairs():
     cw, cl, rw, rl, lw, ll = random_pairs()
     weights = torch.rand(5, dtype=torch.float64)
-    got = combined_preference_loss(
-        ["sigmoid", "ipo"], [0.7, 0.3], cw, cl, rw, rl, lw, ll, pair_weights=weights, beta=0.2
-    )
+    policy, reference = PairLogps(cw, cl, lw, ll), PairLogps(rw, rl, None, None)
+    got = combined_preference_loss(["sigmoid", "ipo"], [0.7, 0.3], policy, reference, pair_weights=weights, beta=0.2)
     expected = sum(
         w * (preference_loss(t, cw, cl, rw, rl, lw, ll, beta=0.2) * weights).mean()
         for t, w in (("sigmoid", 0.7), ("ipo", 0.3))

@@ -153,8 +153,7 @@ def test_accelerate_configs_parse_as_accelerate_launch_reads_them(name, expected
 
 def test_launch_without_a_process_group_is_refused(tmp_path, tiny_model_dir):
     """`accelerate launch --num_processes 2` on CPU without `use_cpu=True`: transformers forms no process group, so
-    each
-    process would silently train its own copy on all the data. The trainer refuses, naming the fix."""
+    each process would silently train its own copy on all the data. The trainer refuses, naming the fix."""
     script = tmp_path / "no_group.py"
     script.write_text(
         "import sys\n"

@@ -1,17 +1,17 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
 """Every YAML config under examples/configs/ parses through the `trl-inspo` parser into a valid `InSPOConfig`; the
-paper
-configs (examples/configs/paper/<model>/<variant>.yaml) set the loss and reference conditioning their name claims, and
-say how to launch them. Parsing only: no model or dataset is loaded."""
+paper configs (examples/configs/paper/<model>/<variant>.yaml) set the loss and reference conditioning their name
+claims, and say how to launch them. Parsing only: no model or dataset is loaded."""
 
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
 from transformers.utils import is_torch_bf16_gpu_available
 
-from trl_inspo import InSPOConfig
+from trl_inspo import InSPOConfig, InSPOWarning
 from trl_inspo.cli import make_parser
 
 
@@ -58,8 +58,10 @@ def test_every_config_parses_into_a_valid_inspo_config(path, tmp_path, monkeypat
     script_args, training_args, model_args, dataset_args = parse(path)
     assert isinstance(training_args, InSPOConfig)
     assert model_args.model_name_or_path and (script_args.dataset_name or dataset_args.datasets)
-    # The parsed config is consistent: re-validating it raises nothing.
-    training_args._validate_inspo_options()
+    # The parsed config is consistent: re-checking it raises nothing and warns about nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InSPOWarning)
+        training_args._check_inspo_options()
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[p.relative_to(PAPER).as_posix() for p in PAPER_CONFIGS])

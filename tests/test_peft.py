@@ -106,11 +106,12 @@ def test_lora_reference_is_the_base_model(tmp_path, tiny_model_dir, preference_d
     rows = [trainer.train_dataset[i] for i in range(4)]
     batch = trainer.data_collator(rows)
     trainer.model.eval()
-    ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, batch)
+    ref = trainer._ref_logps(trainer.model, batch, score_alternatives=True)
+    assert torch.equal(torch.stack(trainer.compute_ref_log_probs(trainer.model, batch)), torch.stack(ref[:2]))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     for i, row in enumerate(rows):
         expected = pair_logps(base, row["prompt_ids"], row["chosen_ids"], row["rejected_ids"])
-        got = {"c_w": ref_chosen[i, 0], "c_l": ref_rejected[i, 0], "u_w": ref_chosen[i, 1], "u_l": ref_rejected[i, 1]}
+        got = {"c_w": ref[0][i], "c_l": ref[1][i], "u_w": ref[2][i], "u_l": ref[3][i]}
         for key, value in expected.items():
             assert float(got[key]) == pytest.approx(value, abs=1e-4), (i, key)
         policy = pair_logps(trainer.model, row["prompt_ids"], row["chosen_ids"], row["rejected_ids"])
@@ -151,13 +152,13 @@ def test_qlora_4bit_nf4(tmp_path, qlora_model_dir, preference_dataset):
     # Reference = the quantized base with the adapter disabled (an independent forward of each hand-built sequence).
     batch = first_batch(trainer)
     trainer.model.eval()
-    ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, batch)
+    ref = trainer._ref_logps(trainer.model, batch, score_alternatives=True)
     with trainer.model.disable_adapter():
         rows = [trainer.train_dataset[i] for i in range(4)]
         for i, row in enumerate(rows):
             expected = pair_logps(trainer.model, row["prompt_ids"], row["chosen_ids"], row["rejected_ids"])
-            assert float(ref_chosen[i, 0]) == pytest.approx(expected["c_w"], abs=1e-3)
-            assert float(ref_rejected[i, 1]) == pytest.approx(expected["u_l"], abs=1e-3)
+            assert float(ref.chosen_conditional[i]) == pytest.approx(expected["c_w"], abs=1e-3)
+            assert float(ref.rejected_unconditional[i]) == pytest.approx(expected["u_l"], abs=1e-3)
 
     # QLoRA adapters are merged into the full-precision base for deployment.
     assert_adapter_roundtrip(

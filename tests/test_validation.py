@@ -38,8 +38,7 @@ def expect(message):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tokenizer_factory):
-    """One trainer whose `_prepare_dataset` checks the datasets of the tests below (default layout,
-    max_length=1024)."""
+    """One trainer whose `_prepare_dataset` checks the datasets below (default layout, max_length=1024)."""
     from trl_inspo.tiny import build_model
 
     tok = tokenizer_factory()

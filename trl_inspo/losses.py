@@ -326,6 +326,15 @@ LOSSES: dict[str, LossSpec] = {
     "orpo": LossSpec(_orpo, frozenset({"ld_alpha"}), reference=False, trl=False),
 }
 SUPPORTED_LOSS_TYPES = tuple(LOSSES)
+# The `InSPOConfig` options `preference_loss` takes (besides `beta` and the SFT values)
+LOSS_OPTIONS = (
+    "label_smoothing",
+    "f_divergence_type",
+    "f_alpha_divergence_coef",
+    "discopop_tau",
+    "simpo_gamma",
+    "rdpo_alpha",
+)
 DPO_LOSS_TYPES = tuple(name for name, spec in LOSSES.items() if spec.trl)
 REFERENCE_FREE_LOSS_TYPES = frozenset(name for name, spec in LOSSES.items() if not spec.reference)
 
@@ -383,28 +392,20 @@ def preference_loss(
 def combined_preference_loss(
     loss_types: list[str],
     loss_weights: list[float],
-    chosen_logps: torch.Tensor,
-    rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor | None,
-    ref_rejected_logps: torch.Tensor | None,
-    chosen_lengths: torch.Tensor,
-    rejected_lengths: torch.Tensor,
+    policy: PairLogps,
+    reference: PairLogps | None = None,
     pair_weights: torch.Tensor | None = None,
-    **kwargs,
+    **options,
 ) -> torch.Tensor:
-    """Weighted sum over `loss_types` of the batch-mean per-pair loss (a scalar). `pair_weights` (e.g. WPO weights)
-    multiply each pair's loss before the mean."""
+    """Weighted sum over `loss_types` of the batch-mean per-pair loss (a scalar), for the `policy` values of one term
+    against the matching `reference` values (`None` for reference-free losses; their lengths are not read).
+    `pair_weights` (e.g. WPO weights) multiply each pair's loss before the mean; `options` are those of
+    [`preference_loss`]."""
+    ref_chosen, ref_rejected = (None, None) if reference is None else reference[:2]
     total = 0.0
     for loss_type, weight in zip(loss_types, loss_weights, strict=True):
         per_pair = preference_loss(
-            loss_type,
-            chosen_logps,
-            rejected_logps,
-            ref_chosen_logps,
-            ref_rejected_logps,
-            chosen_lengths,
-            rejected_lengths,
-            **kwargs,
+            loss_type, policy.chosen, policy.rejected, ref_chosen, ref_rejected, *policy[2:], **options
         )
         if pair_weights is not None:
             per_pair = per_pair * pair_weights

@@ -27,6 +27,7 @@ from .errors import InSPOWarning, NonFiniteLossError, TRLContractError
 from .implicit_prompt import with_word_boundary_prompts
 from .losses import (
     CHOSEN_CONDITIONAL,
+    LOSS_OPTIONS,
     REJECTED_CONDITIONAL,
     PairLogps,
     combined_preference_loss,
@@ -723,16 +724,9 @@ class InSPOTrainer(DPOTrainer):
             pair_weights = wpo_pair_weights(per_token_logps, log_sum_sq, kinds, num_pairs)
         # SFT reads the deployed policy, log pi(y_w | x), without LD-DPO down-weighting (as in TRL)
         sft = policy if self.ld_alpha is None else logps_by_kind(per_token_logps, kinds, num_pairs)
-        options = dict(
-            beta=self.beta,
-            label_smoothing=args.label_smoothing,
-            f_divergence_type=args.f_divergence_type,
-            f_alpha_divergence_coef=args.f_alpha_divergence_coef,
-            discopop_tau=args.discopop_tau,
-            simpo_gamma=args.simpo_gamma,
-            rdpo_alpha=args.rdpo_alpha,
-            sft_logps=sft.chosen_unconditional,
-            sft_lengths=sft.chosen_unconditional_lengths,
+        options = {name: getattr(args, name) for name in LOSS_OPTIONS}
+        options.update(
+            beta=self.beta, sft_logps=sft.chosen_unconditional, sft_lengths=sft.chosen_unconditional_lengths
         )
         # The InSPO term on (c_w, c_l) and the DPO term on (u_w, u_l): (metric prefix, weight, policy, reference, WPO)
         terms = [
@@ -742,18 +736,8 @@ class InSPOTrainer(DPOTrainer):
         loss = 0.0
         for _, weight, logps, ref, wpo in terms:
             if weight:
-                ref_chosen, ref_rejected = (None, None) if ref is None else ref[:2]
                 loss = loss + weight * combined_preference_loss(
-                    self.loss_types,
-                    self.loss_weights,
-                    logps.chosen,
-                    logps.rejected,
-                    ref_chosen,
-                    ref_rejected,
-                    logps.chosen_lengths,
-                    logps.rejected_lengths,
-                    pair_weights=wpo,
-                    **options,
+                    self.loss_types, self.loss_weights, logps, ref, pair_weights=wpo, **options
                 )
 
         if self.aux_loss_enabled:
