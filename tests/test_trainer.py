@@ -269,3 +269,12 @@ def test_fsdp_precompute_copies_the_reference_where_dpo_trainer_loads_one(
     )
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
     assert "ref_chosen_prompt_only_logps" in trainer.train_dataset.column_names
+
+
+def test_config_warnings_come_from_the_main_process_only(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InSPOWarning)
+        InSPOConfig(**config_kwargs(tmp_path, label_smoothing=0.1))  # no effect with 'sigmoid': warned on rank 0 only

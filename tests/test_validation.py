@@ -279,6 +279,16 @@ def test_rows_that_cannot_train_are_dropped_counted_and_logged(base, caplog):
     assert "Troubleshooting section of the trl-inspo README" in caplog.text
 
 
+def test_data_warnings_are_logged_by_the_main_process_only(base, caplog, monkeypatch):
+    """Every process of a job prepares the data; the summary is logged once per job (global rank 0), while every
+    process keeps the counts."""
+    monkeypatch.setenv("RANK", "1")
+    with caplog.at_level(logging.WARNING, logger="trl_inspo.validation"):
+        prepare(base, Dataset.from_list(messy_rows()), name="rank1")
+    assert "rank1 dataset" not in caplog.text
+    assert base.inspo_dropped["rank1"]["empty_response"] == 4
+
+
 def test_conversational_empty_and_identical(base):
     rows = [
         {
