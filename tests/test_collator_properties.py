@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trl_inspo import DataCollatorForInSPO, InSPOConfig, InSPOTrainer
+from trl_inspo.collator import RowLayout, classify_rows
 from trl_inspo.config import DROP_REASONS, TRUNCATION_REASONS
 from trl_inspo.errors import InSPODataError
-from trl_inspo.validation import ROW, DataReport, RowLayout, check_tokens, classify_rows, prepare_preference_dataset
+from trl_inspo.validation import ROW, DataReport, check_tokens, prepare_preference_dataset
 
 from .conftest import config_kwargs
 

@@ -14,9 +14,9 @@ from transformers import TrainerCallback
 from trl import DPOTrainer, TrlParser
 
 from trl_inspo import InSPOConfig, InSPOConfigError, InSPOTrainer, InSPOWarning
+from trl_inspo.collator import RowLayout, classify_rows
 from trl_inspo.config import DROP_REASONS, TRUNCATION_REASONS
 from trl_inspo.errors import InSPODataError, NonFiniteLossError
-from trl_inspo.validation import RowLayout, classify_rows
 
 from .conftest import config_kwargs, make_rows, make_trainer
 

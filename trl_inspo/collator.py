@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
@@ -111,6 +112,92 @@ def _symmetric_truncation(prompt, target, alternative, separator, max_length, tr
     r_new = torch.where(over, torch.where(w_is_short, keep_long, keep_short), r)
     two = lambda a, b: torch.cat([a, b])  # noqa: E731
     return two(p, p), two(w_new, r_new), two(r_new, w_new), two(s, s), two(prompt_start, prompt_start)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The collator settings that decide how rows are truncated."""
+
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    max_alternative_length: int | None = None
+    separator_length: int = 0
+    symmetric: bool = False
+
+    @classmethod
+    def from_collator(cls, collator: "DataCollatorForInSPO") -> "RowLayout":
+        return cls(
+            max_length=collator.max_length,
+            truncation_mode=collator.truncation_mode,
+            max_alternative_length=collator.max_alternative_length,
+            separator_length=len(collator.separator_ids),
+            symmetric=collator.symmetric_truncation,
+        )
+
+
+def classify_rows(
+    prompt_lengths, chosen_lengths, rejected_lengths, layout: RowLayout, *, empty=None, identical=None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Decide, with array arithmetic only, which pairs train and which are cut.
+
+    Args:
+        prompt_lengths, chosen_lengths, rejected_lengths: token counts of each pair (array-likes of length `B`).
+        layout: the collator's truncation settings.
+        empty, identical: optional boolean arrays (text-level empty responses, identical token lists).
+
+    Returns:
+        `(keep, reasons)`: `keep` is a `(B,)` boolean array; `reasons` maps every drop and truncation reason (see
+        `trl_inspo.validation`) to a `(B,)` boolean array. Drop reasons are exclusive (first reason wins) and cover
+        exactly `~keep`; truncation reasons are only set on kept rows.
+    """
+    p, c, r = (
+        torch.as_tensor(np.asarray(x, dtype=np.int64)) for x in (prompt_lengths, chosen_lengths, rejected_lengths)
+    )
+    n = p.numel()
+    is_empty = (c == 0) | (r == 0)
+    if empty is not None:
+        is_empty |= torch.as_tensor(np.asarray(empty, dtype=bool))
+    is_identical = torch.zeros(n, dtype=torch.bool)
+    if identical is not None:
+        is_identical = torch.as_tensor(np.asarray(identical, dtype=bool)) & ~is_empty
+    # Segment lengths of the 2B rows, computed on at least one token per response so that empty rows (dropped above)
+    # do not disturb the arithmetic.
+    seg = inspo_segment_lengths(
+        p,
+        c.clamp(min=1),
+        r.clamp(min=1),
+        separator_length=layout.separator_length,
+        max_length=layout.max_length,
+        max_alternative_length=layout.max_alternative_length,
+        truncation_mode=layout.truncation_mode,
+        symmetric=layout.symmetric,
+    )
+    total = seg.total
+    # A target token is scored when a token precedes it (position 0 is never predicted).
+    fits = seg.target - ((total - seg.target) == 0).long() >= 1
+    if layout.max_length is not None:
+        fits &= total <= layout.max_length
+    too_long = ~(fits[:n] & fits[n:]) & ~is_empty & ~is_identical
+    keep = ~(is_empty | is_identical | too_long)
+
+    full_target = torch.cat([c, r]).clamp(min=1)
+    full_alternative = torch.cat([r, c]).clamp(min=1)
+    if layout.max_alternative_length is not None:
+        full_alternative = full_alternative.clamp(max=layout.max_alternative_length)
+
+    def pair(row_flags):
+        return (row_flags[:n] | row_flags[n:]) & keep
+
+    reasons = {
+        "empty_response": is_empty,
+        "identical_responses": is_identical,
+        "prompt_too_long": too_long,
+        "prompt_truncated": pair(seg.prompt_start > 0),
+        "alternative_truncated": pair((seg.alternative > 0) & (seg.alternative < full_alternative)),
+        "alternative_removed": pair(seg.alternative == 0),
+        "target_truncated": pair(seg.target < full_target),
+    }
+    return keep.numpy(), {k: v.numpy() for k, v in reasons.items()}
 
 
 TREE_TOKEN_SHARE = 0.75  # `prefix_sharing="auto"`: tree rows when they hold at most this share of two-row tokens

@@ -1,36 +1,23 @@
 # Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
 """Data checks and row accounting for [`InSPOTrainer`].
 
-Preparing a preference dataset has three outcomes for a row:
+Preparing a preference dataset has three outcomes for a row (the README's Troubleshooting section defines each reason):
 
 - **error** ([`InSPODataError`]): the dataset cannot be used as given (a column is missing, a value is neither a string
   nor a list of messages, formats are mixed, images are present, no prompt can be extracted, the tokenizer has no EOS
   token for standard text). The message names the column, an example row and the fix.
-- **dropped and counted**: the row cannot train. Each dropped row is counted once, under the first reason that applies,
-  in the order of `DROP_REASONS`:
-
-  - `"empty_response"`: the chosen or the rejected response is empty. A response is empty when its text is empty or
-    whitespace-only once the EOS token TRL appends to standard-format responses is removed (for conversational rows:
-    no message of the response has non-whitespace content or a tool call), or when it tokenizes to no token at all.
-  - `"identical_responses"`: chosen and rejected tokenize to the same tokens; the pair has no preference signal.
-  - `"prompt_too_long"`: with `max_length`, at least one of the pair's two InSPO rows (`x + y_l + y_w`,
-    `x + y_w + y_l`) would keep no scored target token, or would not fit, once truncated by the collator (see
-    [`inspo_segment_lengths`]). TRL's `DPOTrainer` drops rows whose prompt alone fills `max_length` silently; here they
-    are counted.
-
-- **kept and counted** (`TRUNCATION_REASONS`): the row trains, but the collator will cut it to fit `max_length`. A
-  pair is counted once per reason when either of its two rows is affected: `"prompt_truncated"` (`keep_end` cuts the
-  prompt's start), `"alternative_truncated"` (the conditioned-on response loses its end; a cut down to
-  `max_alternative_length` is requested, not counted), `"alternative_removed"` (no token of it fits: that row's target
-  is scored given the prompt alone), `"target_truncated"` (only a prefix of the scored response is kept).
+- **dropped and counted** (`DROP_REASONS`: `empty_response`, `identical_responses`, `prompt_too_long`): the row cannot
+  train; it is counted once, under the first reason that applies. TRL's `DPOTrainer` drops rows whose prompt fills
+  `max_length` silently; here they are counted.
+- **kept and counted** (`TRUNCATION_REASONS`): the collator will cut the pair to fit `max_length`; counted once per
+  reason when either of its two rows is affected.
 
 `InSPOConfig.strict_data` turns any of these reasons into an [`InSPODataError`].
 
 The checks run as two batched `map` passes that add a reason column, each followed by a filter: one on the raw text
 before TRL's `DPOTrainer._prepare_dataset` (value types and formats, rows TRL's prompt extraction cannot handle), one
-on
-its tokens after it (empty and identical responses, lengths). The same functions serve map-style and streamed
-datasets; a dataset's format is decided from its content, as TRL does, not from its Arrow types.
+on its tokens after it (empty and identical responses, lengths: [`classify_rows`]). The same functions serve map-style
+and streamed datasets; a dataset's format is decided from its content, as TRL does, not from its Arrow types.
 """
 
 import copy
@@ -39,12 +26,11 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from datasets import Dataset
 from transformers import ProcessorMixin
 from trl.data_utils import is_conversational
 
-from .collator import DataCollatorForInSPO, inspo_segment_lengths
+from .collator import RowLayout, classify_rows
 from .config import DROP_REASONS, TRUNCATION_REASONS, on_main_process
 from .errors import InSPODataError, TRLContractError
 
@@ -185,93 +171,6 @@ class DataReport:
             "truncated": dict(self.truncated),
             "first_row": dict(self.examples),
         }
-
-
-# ---------------------------------------------------------------------------------------------------------- rows
-@dataclass(frozen=True)
-class RowLayout:
-    """The collator settings that decide how rows are truncated."""
-
-    max_length: int | None = None
-    truncation_mode: str = "keep_start"
-    max_alternative_length: int | None = None
-    separator_length: int = 0
-    symmetric: bool = False
-
-    @classmethod
-    def from_collator(cls, collator: DataCollatorForInSPO) -> "RowLayout":
-        return cls(
-            max_length=collator.max_length,
-            truncation_mode=collator.truncation_mode,
-            max_alternative_length=collator.max_alternative_length,
-            separator_length=len(collator.separator_ids),
-            symmetric=collator.symmetric_truncation,
-        )
-
-
-def classify_rows(
-    prompt_lengths, chosen_lengths, rejected_lengths, layout: RowLayout, *, empty=None, identical=None
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Decide, with array arithmetic only, which pairs train and which are cut.
-
-    Args:
-        prompt_lengths, chosen_lengths, rejected_lengths: token counts of each pair (array-likes of length `B`).
-        layout: the collator's truncation settings.
-        empty, identical: optional boolean arrays (text-level empty responses, identical token lists).
-
-    Returns:
-        `(keep, reasons)`: `keep` is a `(B,)` boolean array; `reasons` maps every name of `DROP_REASONS` and
-        `TRUNCATION_REASONS` to a `(B,)` boolean array. Drop reasons are exclusive (first reason wins) and cover
-        exactly `~keep`; truncation reasons are only set on kept rows.
-    """
-    p, c, r = (
-        torch.as_tensor(np.asarray(x, dtype=np.int64)) for x in (prompt_lengths, chosen_lengths, rejected_lengths)
-    )
-    n = p.numel()
-    is_empty = (c == 0) | (r == 0)
-    if empty is not None:
-        is_empty |= torch.as_tensor(np.asarray(empty, dtype=bool))
-    is_identical = torch.zeros(n, dtype=torch.bool)
-    if identical is not None:
-        is_identical = torch.as_tensor(np.asarray(identical, dtype=bool)) & ~is_empty
-    # Segment lengths of the 2B rows, computed on at least one token per response so that empty rows (dropped above)
-    # do not disturb the arithmetic.
-    seg = inspo_segment_lengths(
-        p,
-        c.clamp(min=1),
-        r.clamp(min=1),
-        separator_length=layout.separator_length,
-        max_length=layout.max_length,
-        max_alternative_length=layout.max_alternative_length,
-        truncation_mode=layout.truncation_mode,
-        symmetric=layout.symmetric,
-    )
-    total = seg.total
-    # A target token is scored when a token precedes it (position 0 is never predicted).
-    fits = seg.target - ((total - seg.target) == 0).long() >= 1
-    if layout.max_length is not None:
-        fits &= total <= layout.max_length
-    too_long = ~(fits[:n] & fits[n:]) & ~is_empty & ~is_identical
-    keep = ~(is_empty | is_identical | too_long)
-
-    full_target = torch.cat([c, r]).clamp(min=1)
-    full_alternative = torch.cat([r, c]).clamp(min=1)
-    if layout.max_alternative_length is not None:
-        full_alternative = full_alternative.clamp(max=layout.max_alternative_length)
-
-    def pair(row_flags):
-        return (row_flags[:n] | row_flags[n:]) & keep
-
-    reasons = {
-        "empty_response": is_empty,
-        "identical_responses": is_identical,
-        "prompt_too_long": too_long,
-        "prompt_truncated": pair(seg.prompt_start > 0),
-        "alternative_truncated": pair((seg.alternative > 0) & (seg.alternative < full_alternative)),
-        "alternative_removed": pair(seg.alternative == 0),
-        "target_truncated": pair(seg.target < full_target),
-    }
-    return keep.numpy(), {k: v.numpy() for k, v in reasons.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------- errors
