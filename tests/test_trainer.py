@@ -278,3 +278,22 @@ def test_config_warnings_come_from_the_main_process_only(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InSPOWarning)
         InSPOConfig(**config_kwargs(tmp_path, label_smoothing=0.1))  # no effect with 'sigmoid': warned on rank 0 only
+
+
+def test_reference_free_loss_on_a_peft_model_keeps_no_ref_adapter(
+    tmp_path, model_factory, tokenizer, preference_dataset
+):
+    """DPOTrainer copies a passed PeftModel's adapter into a frozen "ref" adapter; a reference-free loss never reads it,
+    so InSPOTrainer deletes it (and trains the default adapter)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model_factory(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainer = InSPOTrainer(
+        model=model,
+        args=InSPOConfig(**config_kwargs(tmp_path, loss_type=["simpo"])),
+        train_dataset=preference_dataset,
+        processing_class=tokenizer,
+    )
+    assert list(trainer.model.peft_config) == ["default"] and trainer.ref_model is None
+    assert not any(".ref." in name for name, _ in trainer.model.named_parameters())
+    trainer.train()
