@@ -7,6 +7,8 @@ The segment layout is checked on the rendered conversations: each collated row d
 the rendered alternative assistant turn, ending with the template's end-of-turn token.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from datasets import Dataset
@@ -93,7 +95,7 @@ def make_trainer(tmp_path, model_factory, tokenizer, rows, **overrides):
 def decoded_segments(trainer, tokenizer):
     """For every pair: the decoded (prompt, alternative, separator, target) of both collated rows."""
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
-    batch = trainer.data_collator(rows)
+    batch = dataclasses.replace(trainer.data_collator, prefix_sharing=False)(rows)  # read the two-row layout
     n = len(rows)
     out = []
     for j in range(2 * n):

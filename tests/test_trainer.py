@@ -283,8 +283,8 @@ def test_config_warnings_come_from_the_main_process_only(tmp_path, monkeypatch):
 def test_reference_free_loss_on_a_peft_model_keeps_no_ref_adapter(
     tmp_path, model_factory, tokenizer, preference_dataset
 ):
-    """DPOTrainer copies a passed PeftModel's adapter into a frozen "ref" adapter; a reference-free loss never reads it,
-    so InSPOTrainer deletes it (and trains the default adapter)."""
+    """DPOTrainer copies a passed PeftModel's adapter into a frozen "ref" adapter; a reference-free loss never reads
+    it, so InSPOTrainer deletes it (and trains the default adapter)."""
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(model_factory(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))

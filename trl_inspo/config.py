@@ -69,7 +69,7 @@ class InSPOConfig(DPOConfig):
             rdpo_alpha * (|y_w| - |y_l|)`, the Bradley-Terry margin of the length-regularised reward
             `r - rdpo_alpha * |y|`: the implicit reward `beta * rho` of a longer response is penalised by `rdpo_alpha`
             per token, so a longer chosen response earns less push.
-        prefix_sharing (`bool` or `"auto"`, *optional*, defaults to `False`):
+        prefix_sharing (`bool` or `"auto"`, *optional*, defaults to `"auto"`):
             Pack each pair into one row `x[:-1] | x[-1] y_w | x[-1] y_l | y_l | y_w` whose branches attend to their
             ancestors only (a 4D attention mask) and continue their parent's position ids: the prompt is processed
             once, and the four log-probabilities equal those of the two-row layout. Needs a model that takes a custom
@@ -157,7 +157,7 @@ class InSPOConfig(DPOConfig):
     # `True`, `False` or `"auto"`; typed `str` so that the command line passes "auto"/"true"/"false" through (a
     # `bool | str` union would be parsed as a bool), normalised in `__post_init__`.
     prefix_sharing: str = field(
-        default=False,
+        default="auto",
         metadata={
             "help": "Pack each pair into one row that holds the prompt once, with the two responses as branches of a "
             "tree (4D attention mask, per-branch position ids): the same log-probabilities as the two-row layout for "
