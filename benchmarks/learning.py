@@ -46,7 +46,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
@@ -134,6 +134,28 @@ class StudyArgs:
     n_eval: int = 200
     synthetic_hh: bool = False  # smoke: small synthetic conversations instead of the HH file
     threads: int | None = None  # torch.set_num_threads (1 is fastest on a loaded 2-core machine)
+    # sort: "test" evaluates on the held-out prompts; "validation" on a second disjoint set, for choosing settings
+    eval_split: str = "test"
+    # Per-method overrides of `pref` ({"dpo": {"beta": 0.1, "learning_rate": 3e-4}}): each method at its tuned setting
+    method_pref: dict = field(default_factory=dict)
+    # Settings grid ([{"beta": 0.1, "learning_rate": 1e-4}, ...]): every method runs at every point (see `method_runs`)
+    grid: list = field(default_factory=list)
+
+
+def grid_name(method: str, point: dict) -> str:
+    return method + "".join(f"|{k}={v:g}" for k, v in sorted(point.items()))
+
+
+def method_runs(args: StudyArgs) -> list[tuple[str, str, "PrefArgs"]]:
+    """`(name, method, pref)` of every preference run of a seed: each method with its `method_pref` overrides, at
+    every `grid` point when a grid is given (named `method|beta=..|learning_rate=..`)."""
+    runs = []
+    for method in args.methods:
+        base = replace(args.pref, **args.method_pref.get(method, {}))
+        if not args.grid:
+            runs.append((method, method, base))
+        runs += [(grid_name(method, point), method, replace(base, **point)) for point in args.grid]
+    return runs
 
 
 # ====================================================================== helpers
@@ -406,6 +428,7 @@ def sort_generation_metrics(task: SortTask, model, tokenizer, eval_prompts, max_
         "gen_position_accuracy": statistics.fmean(scores["position_acc"]),
         "gen_mean_length": statistics.fmean(lengths),
         "gold_mean_length": statistics.fmean(gold_lengths),
+        "gen_abs_length_error": statistics.fmean(abs(a - b) for a, b in zip(lengths, gold_lengths)),
         "gen_no_eos_fraction": no_eos / n,
     }
 
@@ -454,9 +477,15 @@ def sort_pairs(
 def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     task = SortTask()
     tokenizer = build_tokenizer(task.corpus(), vocab_size=args.model.vocab_size)
-    # Disjoint prompt sets: SFT, preference training, held-out evaluation (the held-out set is the same for every seed)
+    # Disjoint prompt sets: SFT, preference training, held-out evaluation (the held-out set is the same for every seed;
+    # the validation set, for choosing settings, is disjoint from it and from the seed's SFT and preference prompts)
     eval_prompts = task.prompts(args.num_eval_prompts, seed=10_000)
     seen = {p for p, _ in eval_prompts}
+    if args.eval_split == "validation":
+        eval_prompts = task.prompts(args.num_eval_prompts, seed=20_000, exclude=seen)
+        seen |= {p for p, _ in eval_prompts}
+    elif args.eval_split != "test":
+        raise ValueError(f"eval_split must be 'test' or 'validation', not {args.eval_split!r}")
     sft_prompts = task.prompts(args.sft.num_examples, seed=1000 + seed, exclude=seen)
     seen |= {p for p, _ in sft_prompts}
     pref_prompts = task.prompts(args.num_train_prompts, seed=2000 + seed, exclude=seen)
@@ -471,6 +500,7 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     )
     sft_rows = [{"prompt": p, "completion": task.answer(items)} for p, items in sft_prompts]
     sft_record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
+    sft_record["parameters"] = sum(p.numel() for p in model.parameters())
     sft_path = os.path.join(workdir, "sft_checkpoint")
     model.save_pretrained(sft_path)
     sft_model = load_checkpoint(sft_path).eval()
@@ -502,15 +532,15 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     ref_logps = pair_logps(sft_model, eval_ids, args.pref.eval_batch_size)
 
     methods = {}
-    for method in args.methods:
-        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, args.pref, seed, workdir)
-        record.update(
-            reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps, args.pref.beta)
-        )
+    for name, method, pref in method_runs(args):
+        run_dir = os.path.join(workdir, name.replace("|", "_"))
+        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, pref, seed, run_dir)
+        record["setting"] = {"beta": pref.beta, "learning_rate": pref.learning_rate}
+        record.update(reward_accuracies(pair_logps(model_m, eval_ids, pref.eval_batch_size), ref_logps, pref.beta))
         record.update(sort_generation_metrics(task, model_m, tokenizer, eval_prompts, args.max_new_tokens))
-        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, args.pref, seed, workdir)
-        log(f"[seed {seed}] {method}: {fmt(record)}")
-        methods[method] = record
+        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, pref, seed, run_dir)
+        log(f"[seed {seed}] {name}: {fmt(record)}")
+        methods[name] = record
     return {
         "seed": seed,
         "sft": sft_record,
@@ -595,6 +625,7 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     else:
         sft_rows = [{"prompt": e["prompt"], "completion": e["chosen"]} for e in map(extract_prompt, train_rows)]
     sft_record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
+    sft_record["parameters"] = sum(p.numel() for p in model.parameters())
     sft_path = os.path.join(workdir, "sft_checkpoint")
     model.save_pretrained(sft_path)
     sft_model = load_checkpoint(sft_path).eval()
@@ -606,14 +637,14 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     log(f"[seed {seed}] SFT: {fmt(sft_record)}")
 
     methods = {}
-    for method in args.methods:
-        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, args.pref, seed, workdir)
-        record.update(
-            reward_accuracies(pair_logps(model_m, eval_ids, args.pref.eval_batch_size), ref_logps, args.pref.beta)
-        )
-        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, args.pref, seed, workdir)
-        log(f"[seed {seed}] {method}: {fmt(record)}")
-        methods[method] = record
+    for name, method, pref in method_runs(args):
+        run_dir = os.path.join(workdir, name.replace("|", "_"))
+        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, pref, seed, run_dir)
+        record["setting"] = {"beta": pref.beta, "learning_rate": pref.learning_rate}
+        record.update(reward_accuracies(pair_logps(model_m, eval_ids, pref.eval_batch_size), ref_logps, pref.beta))
+        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, pref, seed, run_dir)
+        log(f"[seed {seed}] {name}: {fmt(record)}")
+        methods[name] = record
     return {"seed": seed, "sft": sft_record, "data": data_cache["data_stats"], "methods": methods}
 
 
@@ -629,6 +660,7 @@ SUMMARY_KEYS = (
     "gen_valid_format",
     "gen_mean_length",
     "gold_mean_length",
+    "gen_abs_length_error",
     "gen_no_eos_fraction",
     "train_loss",
     "runtime_s",
@@ -667,6 +699,7 @@ def summarize_runs(runs: list[dict], methods: list[str]) -> dict:
                 "conditional_reward_accuracy",
                 "gen_exact_match",
                 "gen_mean_length",
+                "gen_abs_length_error",
             ):
                 if k in runs[0]["methods"]["dpo"]:
                     diffs = [run["methods"][name][k] - run["methods"]["dpo"][k] for run in runs]
@@ -719,7 +752,7 @@ def _run_study(args: StudyArgs, workdir: str, log) -> dict:
         "machine": machine_description(),
         "config": asdict(args),
         "wall_time_s": time.perf_counter() - started,
-        "summary": summarize_runs(runs, args.methods),
+        "summary": summarize_runs(runs, [name for name, _, _ in method_runs(args)]),
         "runs": runs,
     }
 
@@ -788,7 +821,7 @@ def plot_result(result: dict, prefix: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(result["config"]["methods"])
+    methods = list(result["runs"][0]["methods"]) if result["runs"] else []
     panels = [
         ("unconditional_reward_accuracy", "held-out unconditional\nreward accuracy"),
         ("conditional_reward_accuracy", "held-out conditional\nreward accuracy"),
@@ -900,7 +933,7 @@ def study_args_from_cli(ns) -> StudyArgs:
     return args
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -942,6 +975,11 @@ def main(argv=None):
     p.add_argument("results", nargs="+")
     p = sub.add_parser("table", help="print the Markdown summary table of a results JSON")
     p.add_argument("results", nargs="+")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     ns = parser.parse_args(argv)
 
     if ns.smoke:

@@ -1,0 +1,360 @@
+# Copyright 2026 The trl-inspo authors. Licensed under the Apache License, Version 2.0.
+"""Size sweep of the learning study: does InSPO's advantage over DPO change with model size, each method tuned fairly?
+
+The sorting study of `benchmarks/learning.py` (same task, SFT recipe, pairs and evaluation), at several model sizes.
+Per size, with the same protocol and budget for every method (`dpo`, `inspo`, `inspo+uncond`):
+
+1. **tune**: one SFT checkpoint (seed 100) and its preference pairs; every method trains at every point of the grid
+   (beta x learning rate) and is evaluated on a *validation* set of prompts, disjoint from the held-out test prompts.
+2. **pick**: per method, the grid point with the best validation greedy exact match (ties: the smaller absolute length
+   error, then the smaller learning rate). Whether that point improves on the SFT start is recorded.
+3. **final**: seeds 0-4, fresh SFT checkpoints and pairs per seed, each method at its own picked setting, evaluated on
+   the held-out test prompts; paired differences to DPO (same seed, SFT start and pairs).
+4. **report**: `summary.json`, a Markdown table and one plot of the paired InSPO - DPO differences against parameter
+   count.
+
+The HH-RLHF part (`hh`) runs the HH study of `learning.py` (its settings) at given sizes: held-out reward accuracies.
+
+Usage (from the repository root; results under `benchmarks/results/learning_size_sweep/`):
+
+```bash
+python benchmarks/size_sweep.py run --sizes h64_l2 h128_l2 h192_l3 h320_l4 --threads 1   # resumes: done files are kept
+python benchmarks/size_sweep.py hh --sizes h128_l2 h192_l3 --seeds 0 1 2 --threads 1
+python benchmarks/size_sweep.py report
+python benchmarks/size_sweep.py --smoke            # seconds: two tiny sizes, a 2-point grid, 1 seed
+```
+"""
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import learning  # noqa: E402  (first: keeps the libraries off the Hub)
+from benchmarks.common.env import RESULTS_DIR, write_json  # noqa: E402
+
+
+# isort: split
+import json  # noqa: E402
+
+
+OUT_DIR = RESULTS_DIR / "learning_size_sweep"
+# name -> (hidden size, layers); 4 attention heads each. Parameter counts (vocabulary 400): 129k, 422k, 1.25M, 4.33M.
+SIZES = {
+    "h64_l2": (64, 2),
+    "h128_l2": (128, 2),
+    "h192_l3": (192, 3),
+    "h256_l4": (256, 4),
+    "h320_l4": (320, 4),
+    "h384_l6": (384, 6),
+    "h512_l6": (512, 6),
+}
+# The same grid for every size and method: the learning study's default (beta 0.5, lr 1e-4) and half-decades around it
+GRID = [{"beta": beta, "learning_rate": lr} for beta in (0.1, 0.5) for lr in (1e-5, 3e-5, 1e-4, 3e-4)]
+TUNE_SEED = 100
+FINAL_SEEDS = [0, 1, 2, 3, 4]
+METHODS = list(learning.METHODS)
+# Reported per size: (key in the learning study's records, label)
+METRICS = [
+    ("gen_exact_match", "greedy exact match"),
+    ("gen_abs_length_error", "abs. length error (tokens)"),
+    ("conditional_reward_accuracy", "held-out cond. reward acc."),
+    ("unconditional_reward_accuracy", "held-out uncond. reward acc."),
+]
+
+
+def parse_size(name: str) -> tuple[int, int]:
+    """`h<hidden>_l<layers>` -> (hidden, layers); the names in `SIZES` and any other of that form."""
+    if name in SIZES:
+        return SIZES[name]
+    try:
+        hidden, layers = name.split("_")
+        assert hidden[0] == "h" and layers[0] == "l"
+        return int(hidden[1:]), int(layers[1:])
+    except (ValueError, AssertionError, IndexError):
+        raise argparse.ArgumentTypeError(f"size {name!r}: write it as h<hidden>_l<layers>, e.g. h256_l4") from None
+
+
+def sized(base: learning.StudyArgs, size: str) -> learning.StudyArgs:
+    args = copy.deepcopy(base)
+    args.model.hidden_size, args.model.num_layers = parse_size(size)
+    return args
+
+
+# ====================================================================== tune, pick, final
+def tune(base: learning.StudyArgs, size: str, grid: list[dict], out_dir: Path, workdir: str, seed: int = TUNE_SEED):
+    args = sized(base, size)
+    args.seeds, args.eval_split, args.grid = [seed], "validation", list(grid)
+    return learning.run_study(args, str(out_dir / f"tune_{size}.json"), os.path.join(workdir, f"tune_{size}"), False)
+
+
+def pick(tune_result: dict, methods: list[str]) -> dict:
+    """Per method, the grid point with the best validation exact match (ties: smaller absolute length error, then
+    smaller learning rate), with its validation numbers and the SFT start's."""
+    (run,) = tune_result["runs"]
+    sft = run["sft"]
+    picks = {}
+    for method in methods:
+        candidates = [rec for name, rec in run["methods"].items() if name.split("|")[0] == method]
+        if not candidates:
+            raise ValueError(f"the tuning run has no {method!r} runs; it ran {sorted(run['methods'])}")
+        best = max(
+            candidates,
+            key=lambda r: (r["gen_exact_match"], -r["gen_abs_length_error"], -r["setting"]["learning_rate"]),
+        )
+        picks[method] = {
+            "setting": best["setting"],
+            "validation_exact_match": best["gen_exact_match"],
+            "validation_abs_length_error": best["gen_abs_length_error"],
+            "sft_validation_exact_match": sft["gen_exact_match"],
+            "improves_on_sft": best["gen_exact_match"] > sft["gen_exact_match"],
+            "grid": {
+                learning.grid_name("", r["setting"]).lstrip("|"): {
+                    "gen_exact_match": r["gen_exact_match"],
+                    "gen_abs_length_error": r["gen_abs_length_error"],
+                }
+                for r in candidates
+            },
+        }
+    return picks
+
+
+def final(base: learning.StudyArgs, size: str, picks: dict, seeds: list[int], out_dir: Path, workdir: str) -> dict:
+    args = sized(base, size)
+    args.seeds, args.eval_split = list(seeds), "test"
+    args.method_pref = {method: dict(p["setting"]) for method, p in picks.items()}
+    result = learning.run_study(args, None, os.path.join(workdir, f"final_{size}"), plot=False)
+    result["size"], result["parameters"] = size, result["runs"][0]["sft"]["parameters"]
+    result["picks"] = picks
+    write_json(out_dir / f"final_{size}.json", result)
+    return result
+
+
+def run_size(base, size: str, grid, seeds, out_dir: Path, workdir: str, log=print) -> dict:
+    """Tune, pick and run the final seeds of one size; files already written are read instead of re-run."""
+    tune_path, final_path = out_dir / f"tune_{size}.json", out_dir / f"final_{size}.json"
+    if final_path.exists():
+        log(f"{size}: {final_path} exists, kept")
+        return json.loads(final_path.read_text())
+    if tune_path.exists():
+        log(f"{size}: {tune_path} exists, kept")
+        tuned = json.loads(tune_path.read_text())
+    else:
+        tuned = tune(base, size, grid, out_dir, workdir)
+    picks = pick(tuned, base.methods)
+    log(f"{size}: picks " + ", ".join(f"{m}: {p['setting']}" for m, p in picks.items()))
+    return final(base, size, picks, seeds, out_dir, workdir)
+
+
+def run_hh(base: learning.StudyArgs, size: str, out_dir: Path, workdir: str) -> dict:
+    args = sized(base, size)
+    result = learning.run_study(args, None, os.path.join(workdir, f"hh_{size}"), plot=False)
+    result["size"], result["parameters"] = size, result["runs"][0]["sft"]["parameters"]
+    write_json(out_dir / f"hh_{size}.json", result)
+    return result
+
+
+# ====================================================================== report
+def paired(result: dict, method: str, key: str) -> list[float]:
+    return [run["methods"][method][key] - run["methods"]["dpo"][key] for run in result["runs"]]
+
+
+def mean_std(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def report(out_dir: Path, log=print) -> dict:
+    """`summary.json`, `summary.md` and `size_sweep.png` from the `final_*.json` and `hh_*.json` files of `out_dir`."""
+    finals = sorted((json.loads(p.read_text()) for p in out_dir.glob("final_*.json")), key=lambda r: r["parameters"])
+    hhs = sorted((json.loads(p.read_text()) for p in out_dir.glob("hh_*.json")), key=lambda r: r["parameters"])
+    if not finals:
+        raise FileNotFoundError(f"no final_*.json in {out_dir}: run `size_sweep.py run` first")
+    sizes = []
+    for result in finals:
+        methods = list(result["runs"][0]["methods"])
+        entry = {
+            "size": result["size"],
+            "parameters": result["parameters"],
+            "seeds": [run["seed"] for run in result["runs"]],
+            "settings": {m: result["picks"][m]["setting"] for m in methods},
+            "improves_on_sft_in_validation": {m: result["picks"][m]["improves_on_sft"] for m in methods},
+            "sft": {k: mean_std([run["sft"][k] for run in result["runs"]]) for k, _ in METRICS[:2]},
+            "methods": {
+                m: {k: mean_std([run["methods"][m][k] for run in result["runs"]]) for k, _ in METRICS} for m in methods
+            },
+            "minus_dpo": {m: {k: mean_std(paired(result, m, k)) for k, _ in METRICS} for m in methods if m != "dpo"},
+        }
+        sizes.append(entry)
+    hh = [
+        {
+            "size": r["size"],
+            "parameters": r["parameters"],
+            "seeds": [run["seed"] for run in r["runs"]],
+            "methods": {
+                m: {k: mean_std([run["methods"][m][k] for run in r["runs"]]) for k, _ in METRICS[2:]}
+                for m in r["runs"][0]["methods"]
+            },
+            "minus_dpo": {
+                m: {k: mean_std(paired(r, m, k)) for k, _ in METRICS[2:]}
+                for m in r["runs"][0]["methods"]
+                if m != "dpo"
+            },
+        }
+        for r in hhs
+    ]
+    summary = {"protocol": __doc__.split("Usage")[0].strip(), "grid": GRID, "sort": sizes, "hh": hh}
+    write_json(out_dir / "summary.json", summary)
+    (out_dir / "summary.md").write_text(markdown(summary) + "\n")
+    plot(summary, out_dir / "size_sweep.png")
+    log(markdown(summary))
+    return summary
+
+
+def fmt(v: dict, signed: bool = False) -> str:
+    return f"{v['mean']:+.3f} ± {v['std']:.3f}" if signed else f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| size | parameters | method | setting (beta, lr) | exact match | abs. length error | cond. acc. "
+        "| uncond. acc. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary["sort"]:
+        lines.append(
+            f"| {s['size']} | {s['parameters'] / 1e6:.2f}M | sft | – | {fmt(s['sft']['gen_exact_match'])} | "
+            f"{fmt(s['sft']['gen_abs_length_error'])} | – | – |"
+        )
+        for m, metrics in s["methods"].items():
+            st = s["settings"][m]
+            lines.append(
+                f"| {s['size']} | {s['parameters'] / 1e6:.2f}M | {m} | {st['beta']:g}, {st['learning_rate']:g} | "
+                + " | ".join(fmt(metrics[k]) for k, _ in METRICS)
+                + " |"
+            )
+    lines += [
+        "",
+        "Paired difference to DPO (same seed, SFT start and pairs; each method at its own tuned setting), mean ± std:",
+        "",
+        "| size | parameters | method | " + " | ".join(label for _, label in METRICS) + " |",
+        "|---|---|---|" + "---|" * len(METRICS),
+    ]
+    for s in summary["sort"]:
+        for m, diffs in s["minus_dpo"].items():
+            lines.append(
+                f"| {s['size']} | {s['parameters'] / 1e6:.2f}M | {m} − dpo | "
+                + " | ".join(fmt(diffs[k], signed=True) for k, _ in METRICS)
+                + " |"
+            )
+    if summary["hh"]:
+        lines += [
+            "",
+            "HH-RLHF sample (HH study settings), held-out reward accuracies, mean ± std; paired difference to DPO:",
+            "",
+            "| size | parameters | method | cond. acc. | uncond. acc. | cond. acc. − dpo | uncond. acc. − dpo |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for s in summary["hh"]:
+            for m, metrics in s["methods"].items():
+                d = s["minus_dpo"].get(m)
+                diff = " | ".join(fmt(d[k], signed=True) for k, _ in METRICS[2:]) if d else "– | –"
+                lines.append(
+                    f"| {s['size']} | {s['parameters'] / 1e6:.2f}M | {m} | "
+                    + " | ".join(fmt(metrics[k]) for k, _ in METRICS[2:])
+                    + f" | {diff} |"
+                )
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> Path:
+    """One panel per metric: the paired (method - DPO) difference, mean ± std over seeds, against parameter count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"inspo": "#DD8452", "inspo+uncond": "#55A868", "inspo+prompt_ref": "#C44E52"}
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.8 * len(METRICS), 3.4))
+    sizes = summary["sort"]
+    for ax, (key, label) in zip(axes, METRICS):
+        for offset, method in zip((0.97, 1.03), sizes[0]["minus_dpo"]):
+            xs = [s["parameters"] * offset for s in sizes]
+            ys = [s["minus_dpo"][method][key]["mean"] for s in sizes]
+            es = [s["minus_dpo"][method][key]["std"] for s in sizes]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors.get(method), label=f"{method} − dpo")
+        ax.axhline(0, color="gray", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(f"{label}\n(method − DPO, paired)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    n = len(sizes[0]["seeds"])
+    title = f"Sorting task, size sweep: each method tuned on validation prompts; mean ± std over {n} seeds"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ====================================================================== CLI
+def smoke(out_dir: Path) -> dict:
+    """Seconds-long: two tiny sizes, a 2-point grid, one final seed, the HH part on synthetic conversations."""
+    with tempfile.TemporaryDirectory(prefix="trl-inspo-size-sweep-smoke-") as workdir:
+        base = learning.smoke_args("sort")
+        for size in ("h16_l1", "h32_l1"):
+            run_size(base, size, GRID[:1] + GRID[-1:], [0], out_dir, workdir)
+        run_hh(learning.smoke_args("hh"), "h16_l1", out_dir, workdir)
+    return report(out_dir)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run of the whole pipeline at tiny sizes")
+    parser.add_argument("--output_dir", help=f"where results go (default {OUT_DIR}; --smoke: a temp dir)")
+    sub = parser.add_subparsers(dest="command")
+    for name in ("run", "hh"):
+        p = sub.add_parser(name, help={"run": "tune + final seeds of the sorting study", "hh": "the HH study"}[name])
+        p.add_argument("--sizes", nargs="+", required=True, help=f"h<hidden>_l<layers>, e.g. {' '.join(SIZES)}")
+        p.add_argument("--seeds", type=int, nargs="+", default=FINAL_SEEDS if name == "run" else [0, 1, 2])
+        p.add_argument("--threads", type=int, help="torch threads (1 is fastest on a loaded 2-core machine)")
+        p.add_argument("--workdir", default=f"/tmp/trl-inspo-size-sweep/{name}")
+        if name == "hh":
+            p.add_argument("--data", default=str(learning.DEFAULT_HH), help="HH-RLHF jsonl")
+    sub.add_parser("report", help="summary.json, summary.md and the plot from the result files")
+    ns = parser.parse_args(argv)
+
+    if ns.smoke:
+        out_dir = Path(ns.output_dir or tempfile.mkdtemp(prefix="trl-inspo-size-sweep-"))
+        return smoke(out_dir)
+    out_dir = Path(ns.output_dir or OUT_DIR)
+    if ns.command is None:
+        parser.error("give run, hh, report or --smoke")
+    if ns.command == "report":
+        return report(out_dir)
+    for size in ns.sizes:
+        parse_size(size)
+    if ns.command == "run":
+        base = learning.StudyArgs(study="sort", methods=METHODS, threads=ns.threads)
+        return [run_size(base, size, GRID, ns.seeds, out_dir, ns.workdir) for size in ns.sizes]
+    cli = ["hh", "--seeds", *map(str, ns.seeds), "--data", ns.data]
+    base = learning.study_args_from_cli(learning.build_parser().parse_args(cli))
+    base.threads = ns.threads
+    return [run_hh(base, size, out_dir, ns.workdir) for size in ns.sizes]
+
+
+if __name__ == "__main__":
+    main()
