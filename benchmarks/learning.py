@@ -409,6 +409,52 @@ def trainer_eval(model, sft_path: str, tokenizer, eval_rows: list[dict], args: P
     return out
 
 
+def sft_checkpoint(args: StudyArgs, tokenizer, sft_rows: list[dict], seed: int, workdir: str):
+    """A freshly built model of `args.model`, SFT-trained on `sft_rows` and saved: `(record, path, reloaded model)`."""
+    model = build_model(
+        tokenizer,
+        hidden_size=args.model.hidden_size,
+        num_layers=args.model.num_layers,
+        num_heads=args.model.num_heads,
+        max_position_embeddings=args.model.max_position_embeddings,
+        seed=seed,
+    )
+    record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
+    record["parameters"] = sum(p.numel() for p in model.parameters())
+    path = os.path.join(workdir, "sft_checkpoint")
+    model.save_pretrained(path)
+    return record, path, load_checkpoint(path).eval()
+
+
+def train_methods(
+    args: StudyArgs,
+    sft_path: str,
+    tokenizer,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    eval_ids: list,
+    ref_logps: dict,
+    seed: int,
+    workdir: str,
+    log,
+    generation=None,
+) -> dict:
+    """Every run of `method_runs(args)` from the SFT checkpoint, with its held-out metrics (and `generation(model)`'s
+    when given), keyed by run name. `eval_ids` are the token ids of `eval_rows`, `ref_logps` their SFT log-probs."""
+    methods = {}
+    for name, method, pref in method_runs(args):
+        run_dir = os.path.join(workdir, name.replace("|", "_"))
+        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, pref, seed, run_dir)
+        record["setting"] = {"beta": pref.beta, "learning_rate": pref.learning_rate}
+        record.update(reward_accuracies(pair_logps(model_m, eval_ids, pref.eval_batch_size), ref_logps, pref.beta))
+        if generation is not None:
+            record.update(generation(model_m))
+        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, pref, seed, run_dir)
+        log(f"[seed {seed}] {name}: {fmt(record)}")
+        methods[name] = record
+    return methods
+
+
 # ====================================================================== sort study
 def sort_generation_metrics(task: SortTask, model, tokenizer, eval_prompts, max_new_tokens: int) -> dict:
     gens = generate(model, tokenizer, [p for p, _ in eval_prompts], max_new_tokens)
@@ -490,20 +536,8 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     seen |= {p for p, _ in sft_prompts}
     pref_prompts = task.prompts(args.num_train_prompts, seed=2000 + seed, exclude=seen)
 
-    model = build_model(
-        tokenizer,
-        hidden_size=args.model.hidden_size,
-        num_layers=args.model.num_layers,
-        num_heads=args.model.num_heads,
-        max_position_embeddings=args.model.max_position_embeddings,
-        seed=seed,
-    )
     sft_rows = [{"prompt": p, "completion": task.answer(items)} for p, items in sft_prompts]
-    sft_record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
-    sft_record["parameters"] = sum(p.numel() for p in model.parameters())
-    sft_path = os.path.join(workdir, "sft_checkpoint")
-    model.save_pretrained(sft_path)
-    sft_model = load_checkpoint(sft_path).eval()
+    sft_record, sft_path, sft_model = sft_checkpoint(args, tokenizer, sft_rows, seed, workdir)
     sft_record.update(sort_generation_metrics(task, sft_model, tokenizer, eval_prompts, args.max_new_tokens))
     log(f"[seed {seed}] SFT: {fmt(sft_record)}")
 
@@ -531,16 +565,12 @@ def run_sort_seed(args: StudyArgs, seed: int, workdir: str, log) -> dict:
     eval_ids = [tokenize_like_trl(tokenizer, r["prompt"], r["chosen"], r["rejected"]) for r in eval_rows]
     ref_logps = pair_logps(sft_model, eval_ids, args.pref.eval_batch_size)
 
-    methods = {}
-    for name, method, pref in method_runs(args):
-        run_dir = os.path.join(workdir, name.replace("|", "_"))
-        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, pref, seed, run_dir)
-        record["setting"] = {"beta": pref.beta, "learning_rate": pref.learning_rate}
-        record.update(reward_accuracies(pair_logps(model_m, eval_ids, pref.eval_batch_size), ref_logps, pref.beta))
-        record.update(sort_generation_metrics(task, model_m, tokenizer, eval_prompts, args.max_new_tokens))
-        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, pref, seed, run_dir)
-        log(f"[seed {seed}] {name}: {fmt(record)}")
-        methods[name] = record
+    def generation(model_m) -> dict:
+        return sort_generation_metrics(task, model_m, tokenizer, eval_prompts, args.max_new_tokens)
+
+    methods = train_methods(
+        args, sft_path, tokenizer, train_rows, eval_rows, eval_ids, ref_logps, seed, workdir, log, generation
+    )  # fmt: skip
     return {
         "seed": seed,
         "sft": sft_record,
@@ -612,23 +642,11 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     train_rows, eval_rows = data_cache["rows"]
     tokenizer = data_cache["tokenizer"]
 
-    model = build_model(
-        tokenizer,
-        hidden_size=args.model.hidden_size,
-        num_layers=args.model.num_layers,
-        num_heads=args.model.num_heads,
-        max_position_embeddings=args.model.max_position_embeddings,
-        seed=seed,
-    )
     if args.sft.text_only:
         sft_rows = [{"text": r["chosen"]} for r in train_rows]
     else:
         sft_rows = [{"prompt": e["prompt"], "completion": e["chosen"]} for e in map(extract_prompt, train_rows)]
-    sft_record = sft_train(model, tokenizer, sft_rows, args.sft, seed, os.path.join(workdir, "sft"))
-    sft_record["parameters"] = sum(p.numel() for p in model.parameters())
-    sft_path = os.path.join(workdir, "sft_checkpoint")
-    model.save_pretrained(sft_path)
-    sft_model = load_checkpoint(sft_path).eval()
+    sft_record, sft_path, sft_model = sft_checkpoint(args, tokenizer, sft_rows, seed, workdir)
     eval_ids = [tokenize_like_trl(tokenizer, **extract_prompt(r)) for r in eval_rows]
     ref_logps = pair_logps(sft_model, eval_ids, args.pref.eval_batch_size)
     sft_record["policy_prefers_chosen"] = reward_accuracies(ref_logps, ref_logps, args.pref.beta)[
@@ -636,15 +654,9 @@ def run_hh_seed(args: StudyArgs, seed: int, workdir: str, log, data_cache: dict)
     ]
     log(f"[seed {seed}] SFT: {fmt(sft_record)}")
 
-    methods = {}
-    for name, method, pref in method_runs(args):
-        run_dir = os.path.join(workdir, name.replace("|", "_"))
-        model_m, record = preference_train(method, sft_path, tokenizer, train_rows, pref, seed, run_dir)
-        record["setting"] = {"beta": pref.beta, "learning_rate": pref.learning_rate}
-        record.update(reward_accuracies(pair_logps(model_m, eval_ids, pref.eval_batch_size), ref_logps, pref.beta))
-        record["trainer_eval"] = trainer_eval(model_m, sft_path, tokenizer, eval_rows, pref, seed, run_dir)
-        log(f"[seed {seed}] {name}: {fmt(record)}")
-        methods[name] = record
+    methods = train_methods(
+        args, sft_path, tokenizer, train_rows, eval_rows, eval_ids, ref_logps, seed, workdir, log
+    )  # fmt: skip
     return {"seed": seed, "sft": sft_record, "data": data_cache["data_stats"], "methods": methods}
 
 
