@@ -279,16 +279,33 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> Path:
-    """One panel per metric: the paired (method - DPO) difference, mean ± std over seeds, against parameter count."""
+    """The absolute exact match of SFT and every method, then one panel per metric with the paired (method - DPO)
+    difference; mean ± std over seeds, against parameter count."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"inspo": "#DD8452", "inspo+uncond": "#55A868", "inspo+prompt_ref": "#C44E52"}
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.8 * len(METRICS), 3.4))
+    colors = {"sft": "#999999", "dpo": "#4C72B0", "inspo": "#DD8452", "inspo+uncond": "#55A868"}
+    fig, axes = plt.subplots(1, len(METRICS) + 1, figsize=(3.6 * (len(METRICS) + 1), 3.4))
     sizes = summary["sort"]
-    for ax, (key, label) in zip(axes, METRICS):
+    first = axes[0]
+    for name in ["sft", *sizes[0]["methods"]]:
+        values = [s["sft"] if name == "sft" else s["methods"][name] for s in sizes]
+        first.errorbar(
+            [s["parameters"] for s in sizes],
+            [v["gen_exact_match"]["mean"] for v in values],
+            yerr=[v["gen_exact_match"]["std"] for v in values],
+            marker="o",
+            capsize=3,
+            color=colors.get(name),
+            label=name,
+        )
+    first.set_xscale("log")
+    first.set_xlabel("parameters")
+    first.set_title("greedy exact match\n(held-out prompts)", fontsize=9)
+    first.legend(fontsize=7)
+    for ax, (key, label) in zip(axes[1:], METRICS):
         for offset, method in zip((0.97, 1.03), sizes[0]["minus_dpo"]):
             xs = [s["parameters"] * offset for s in sizes]
             ys = [s["minus_dpo"][method][key]["mean"] for s in sizes]
@@ -298,7 +315,7 @@ def plot(summary: dict, path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
         ax.set_title(f"{label}\n(method − DPO, paired)", fontsize=9)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     n = len(sizes[0]["seeds"])
     title = f"Sorting task, size sweep: each method tuned on validation prompts; mean ± std over {n} seeds"
     fig.suptitle(title, fontsize=10)
