@@ -190,6 +190,12 @@ def report(out_dir: Path, log=print) -> dict:
             "seeds": [run["seed"] for run in result["runs"]],
             "settings": {m: result["picks"][m]["setting"] for m in methods},
             "improves_on_sft_in_validation": {m: result["picks"][m]["improves_on_sft"] for m in methods},
+            "validation": {
+                "sft_exact_match": result["picks"][methods[0]]["sft_validation_exact_match"],
+                "exact_match": {
+                    m: {k: v["gen_exact_match"] for k, v in result["picks"][m]["grid"].items()} for m in methods
+                },
+            },
             "sft": {k: mean_std([run["sft"][k] for run in result["runs"]]) for k, _ in METRICS[:2]},
             "methods": {
                 m: {k: mean_std([run["methods"][m][k] for run in result["runs"]]) for k, _ in METRICS} for m in methods
@@ -257,6 +263,23 @@ def markdown(summary: dict) -> str:
                 f"| {s['size']} | {s['parameters'] / 1e6:.2f}M | {m} − dpo | "
                 + " | ".join(fmt(diffs[k], signed=True) for k, _ in METRICS)
                 + " |"
+            )
+    points = list(summary["sort"][0]["validation"]["exact_match"]["dpo"])
+    lines += [
+        "",
+        "Validation greedy exact match at every grid point (tuning seed, validation prompts; the pick in bold):",
+        "",
+        "| size | method | SFT start | "
+        + " | ".join(p.replace("beta=", "β ").replace("|learning_rate=", ", lr ") for p in points)
+        + " |",
+        "|---|---|---|" + "---|" * len(points),
+    ]
+    for s in summary["sort"]:
+        for m, row in s["validation"]["exact_match"].items():
+            pick = learning.grid_name("", s["settings"][m]).lstrip("|")
+            cells = [f"**{row[p]:.3f}**" if p == pick else f"{row[p]:.3f}" for p in points]
+            lines.append(
+                f"| {s['size']} | {m} | {s['validation']['sft_exact_match']:.3f} | " + " | ".join(cells) + " |"
             )
     if summary["hh"]:
         lines += [

@@ -110,6 +110,10 @@ def test_reported_differences_are_the_paired_differences_of_the_seeds(smoke):
                 values = [r["methods"][method][key] for r in final["runs"]]
                 assert entry["methods"][method][key]["mean"] == pytest.approx(statistics.fmean(values))
         assert entry["settings"] == {m: final["picks"][m]["setting"] for m in size_sweep.METHODS}
+        (tune_run,) = load(out, f"tune_{entry['size']}.json")["runs"]
+        for name, record in tune_run["methods"].items():
+            method, point = name.split("|", 1)
+            assert entry["validation"]["exact_match"][method][point] == record["gen_exact_match"]
 
 
 def test_finished_sizes_are_kept_not_rerun(smoke, monkeypatch):
