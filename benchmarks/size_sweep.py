@@ -324,8 +324,6 @@ def plot(summary: dict, path: Path) -> Path:
             color=colors.get(name),
             label=name,
         )
-    first.set_xscale("log")
-    first.set_xlabel("parameters")
     first.set_title("greedy exact match\n(held-out prompts)", fontsize=9)
     first.legend(fontsize=7)
     for ax, (key, label) in zip(axes[1:], METRICS):
@@ -335,10 +333,13 @@ def plot(summary: dict, path: Path) -> Path:
             es = [s["minus_dpo"][method][key]["std"] for s in sizes]
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors.get(method), label=f"{method} − dpo")
         ax.axhline(0, color="gray", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
         ax.set_title(f"{label}\n(method − DPO, paired)", fontsize=9)
     axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks([s["parameters"] for s in sizes], [f"{s['parameters'] / 1e6:.2g}M" for s in sizes], fontsize=7)
+        ax.set_xlabel("parameters")
     n = len(sizes[0]["seeds"])
     title = f"Sorting task, size sweep: each method tuned on validation prompts; mean ± std over {n} seeds"
     fig.suptitle(title, fontsize=10)
