@@ -27,8 +27,8 @@ python benchmarks/size_sweep.py --smoke            # seconds: two tiny sizes, a 
 
 import argparse
 import copy
+import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -42,21 +42,9 @@ from benchmarks import learning  # noqa: E402  (first: keeps the libraries off t
 from benchmarks.common.env import RESULTS_DIR, write_json  # noqa: E402
 
 
-# isort: split
-import json  # noqa: E402
-
-
 OUT_DIR = RESULTS_DIR / "learning_size_sweep"
-# name -> (hidden size, layers); 4 attention heads each. Parameter counts (vocabulary 400): 129k, 422k, 1.25M, 4.33M.
-SIZES = {
-    "h64_l2": (64, 2),
-    "h128_l2": (128, 2),
-    "h192_l3": (192, 3),
-    "h256_l4": (256, 4),
-    "h320_l4": (320, 4),
-    "h384_l6": (384, 6),
-    "h512_l6": (512, 6),
-}
+# The sizes measured, h<hidden>_l<layers> (4 attention heads): 0.13M, 0.42M, 1.25M, 4.33M parameters (vocabulary 400)
+SIZES = ("h64_l2", "h128_l2", "h192_l3", "h320_l4")
 # The same grid for every size and method: the learning study's default (beta 0.5, lr 1e-4) and half-decades around it
 GRID = [{"beta": beta, "learning_rate": lr} for beta in (0.1, 0.5) for lr in (1e-5, 3e-5, 1e-4, 3e-4)]
 TUNE_SEED = 100
@@ -72,9 +60,7 @@ METRICS = [
 
 
 def parse_size(name: str) -> tuple[int, int]:
-    """`h<hidden>_l<layers>` -> (hidden, layers); the names in `SIZES` and any other of that form."""
-    if name in SIZES:
-        return SIZES[name]
+    """`h<hidden>_l<layers>` -> (hidden, layers)."""
     try:
         hidden, layers = name.split("_")
         assert hidden[0] == "h" and layers[0] == "l"
@@ -163,16 +149,14 @@ def run_hh(base: learning.StudyArgs, size: str, out_dir: Path, workdir: str) -> 
 
 
 # ====================================================================== report
-def paired(result: dict, method: str, key: str) -> list[float]:
-    return [run["methods"][method][key] - run["methods"]["dpo"][key] for run in result["runs"]]
-
-
-def mean_std(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
+def per_method(result: dict, keys: list[str]) -> tuple[dict, dict]:
+    """From the study's own summary (`learning.summarize_runs`): per method, the mean ± std of `keys`, and for every
+    method but DPO the paired differences to DPO."""
+    methods = list(result["runs"][0]["methods"])
+    summary = result["summary"]
+    values = {m: {k: summary[m][k] for k in keys} for m in methods}
+    minus_dpo = {m: {k: summary[m][f"{k}_minus_dpo"] for k in keys} for m in methods if m != "dpo"}
+    return values, minus_dpo
 
 
 def report(out_dir: Path, log=print) -> dict:
@@ -181,9 +165,11 @@ def report(out_dir: Path, log=print) -> dict:
     hhs = sorted((json.loads(p.read_text()) for p in out_dir.glob("hh_*.json")), key=lambda r: r["parameters"])
     if not finals:
         raise FileNotFoundError(f"no final_*.json in {out_dir}: run `size_sweep.py run` first")
+    keys, hh_keys = [k for k, _ in METRICS], [k for k, _ in METRICS[2:]]
     sizes = []
     for result in finals:
         methods = list(result["runs"][0]["methods"])
+        values, minus_dpo = per_method(result, keys)
         entry = {
             "size": result["size"],
             "parameters": result["parameters"],
@@ -196,30 +182,24 @@ def report(out_dir: Path, log=print) -> dict:
                     m: {k: v["gen_exact_match"] for k, v in result["picks"][m]["grid"].items()} for m in methods
                 },
             },
-            "sft": {k: mean_std([run["sft"][k] for run in result["runs"]]) for k, _ in METRICS[:2]},
-            "methods": {
-                m: {k: mean_std([run["methods"][m][k] for run in result["runs"]]) for k, _ in METRICS} for m in methods
-            },
-            "minus_dpo": {m: {k: mean_std(paired(result, m, k)) for k, _ in METRICS} for m in methods if m != "dpo"},
+            "sft": {k: result["summary"]["sft"][k] for k in keys[:2]},
+            "methods": values,
+            "minus_dpo": minus_dpo,
         }
         sizes.append(entry)
-    hh = [
-        {
-            "size": r["size"],
-            "parameters": r["parameters"],
-            "seeds": [run["seed"] for run in r["runs"]],
-            "methods": {
-                m: {k: mean_std([run["methods"][m][k] for run in r["runs"]]) for k, _ in METRICS[2:]}
-                for m in r["runs"][0]["methods"]
-            },
-            "minus_dpo": {
-                m: {k: mean_std(paired(r, m, k)) for k, _ in METRICS[2:]}
-                for m in r["runs"][0]["methods"]
-                if m != "dpo"
-            },
-        }
-        for r in hhs
-    ]
+    hh = []
+    for r in hhs:
+        values, minus_dpo = per_method(r, hh_keys)
+        seeds = [run["seed"] for run in r["runs"]]
+        hh.append(
+            {
+                "size": r["size"],
+                "parameters": r["parameters"],
+                "seeds": seeds,
+                "methods": values,
+                "minus_dpo": minus_dpo,
+            }
+        )
     summary = {"protocol": __doc__.split("Usage")[0].strip(), "grid": GRID, "sort": sizes, "hh": hh}
     write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(markdown(summary) + "\n")
